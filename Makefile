@@ -1,0 +1,29 @@
+# make test: all set-up on a fresh clone, then the test suite (CI runs this).
+# make book: execute the notebooks with papermill, then build the Jupyter Book.
+PROFILE ?= cpu
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-facnn
+
+.PHONY: test book bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q --timeout=900 tests
+
+book: $(STAMP)
+	PROFILE=$(PROFILE) $(PY) -m facnn.book --profile $(PROFILE)
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf _build executed

@@ -1,0 +1,245 @@
+"""One config dataclass for every run, its presets per profile, and overrides.
+
+A run is described entirely by a :class:`Config`. Presets give every Table 1 cell at
+profile ``paper`` (the paper's sizes and recipes) and at the reduced profiles ``cpu`` and
+``smoke``, which keep the protocol and shrink only width, depth, epochs and data.
+Overrides from the CLI (``--set key=value``) and from papermill parameters both go
+through :func:`apply_overrides`, so an unknown key or a bad value fails the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterable, Mapping
+
+PROFILES = ("paper", "cpu", "smoke")
+MODELS = ("fa-pool", "fa-linear", "vanilla", "resnet18", "resnet50")
+DATASETS = ("cifar10", "cifar100", "imagenet100", "shapes")
+RECIPES = ("minimal", "standard")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet100": 100, "shapes": 10}
+
+# Fields that say where or how a run happens, not what it computes: left out of the hash
+# so a run resumes on another device or from another data folder.
+_NOT_HASHED = {"device", "data_root", "out_dir", "download", "progress", "num_workers"}
+
+
+@dataclass
+class Config:
+    """Everything that defines a run. Symbols follow the paper: N = depth, R = maps per
+    class, C = classes, K = C*R channels per layer."""
+
+    # what
+    profile: str = "cpu"
+    dataset: str = "cifar10"
+    model: str = "fa-pool"
+    # FA-CNN / Vanilla backbone
+    depth: int = 24                 # N
+    maps_per_class: int = 20        # R
+    width: int | None = None        # K; None means C*R. Must equal C*R for the pooling head.
+    pool_every: int = 8             # MaxPool2d(2) after every `pool_every` layers (not after N)
+    block: str = "single"           # F = BN(conv3x3) ("single") or conv-BN-ReLU-conv-BN ("double")
+    stem: str = "none"              # "none" for 32x32, "imagenet" for 224x224 inputs
+    eps: float = 1e-6               # epsilon of the pooling-head NLL (SPEC 2)
+    # ResNet baselines
+    resnet_form: str = "cifar"      # "cifar" (3x3 stem, no max-pool) or "torchvision"
+    resnet_width: int = 64          # channels of the first stage (64 in the usual ResNets)
+    # data
+    data_root: str = "data"
+    subset: str | None = None       # e.g. "200x100" reads <data_root>/cifar10-200x100.npz
+    download: bool = False          # let torchvision download when the .npz is absent
+    shapes_train: int = 2000        # size of the synthetic `shapes` splits
+    shapes_test: int = 500
+    image_size: int = 224           # ImageNet-100 crop size
+    classes_file: str | None = None  # ImageNet-100 class list (wnids); None = seeded choice
+    num_workers: int = 4            # only for ImageFolder data; in-memory data uses none
+    # training
+    recipe: str = "minimal"         # SPEC 5
+    epochs: int = 300
+    batch_size: int = 100
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "cosine"        # "cosine" (to 0), "multistep", "step"
+    milestones: tuple[int, ...] = ()  # epochs, for "multistep"
+    step_size: int = 30             # epochs, for "step"
+    gamma: float = 0.1
+    seed: int = 0
+    # where / how
+    device: str = "auto"            # auto = cuda, then mps, then cpu
+    out_dir: str = "results"
+    progress: bool = True
+
+    # -- derived -----------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES[self.dataset]
+
+    @property
+    def channels(self) -> int:
+        """K, the channel count of every FA-CNN layer."""
+        return self.width if self.width is not None else self.num_classes * self.maps_per_class
+
+    def hash(self) -> str:
+        """A short, stable hash of the fields that change what a run computes."""
+        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+        return apply_overrides(cls(), d)
+
+    def run_name(self) -> str:
+        return f"{self.dataset}-{self.model}-{self.hash()}"
+
+    def validate(self) -> "Config":
+        """Raise ValueError naming the problem and the fix; return self when fine."""
+        _choice("profile", self.profile, PROFILES)
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("model", self.model, MODELS)
+        _choice("recipe", self.recipe, RECIPES)
+        _choice("block", self.block, ("single", "double"))
+        _choice("stem", self.stem, ("none", "imagenet"))
+        _choice("resnet_form", self.resnet_form, ("cifar", "torchvision"))
+        _choice("schedule", self.schedule, ("cosine", "multistep", "step"))
+        for name in ("depth", "maps_per_class", "pool_every", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr} must be > 0")
+        if self.model == "fa-pool" and self.channels != self.num_classes * self.maps_per_class:
+            raise ValueError(
+                f"width={self.width} does not match C*R = {self.num_classes}*{self.maps_per_class}"
+                f" = {self.num_classes * self.maps_per_class}: the pooling head needs exactly R"
+                f" channels per class. Drop the width override or set maps_per_class instead.")
+        return self
+
+
+def _choice(name: str, value: str, allowed: Iterable[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+
+
+# -- presets --------------------------------------------------------------------------
+
+def _recipe_fields(recipe: str, dataset: str, epochs: int) -> dict[str, Any]:
+    """SPEC 5. The standard recipe's milestones scale with the epoch budget so that a
+    reduced profile decays at the same fractions of training (100/300 and 150/300)."""
+    if recipe == "minimal":
+        return dict(recipe="minimal", momentum=0.0, weight_decay=0.0, schedule="cosine")
+    if dataset == "imagenet100":
+        return dict(recipe="standard", momentum=0.9, weight_decay=1e-4, schedule="step",
+                    step_size=max(1, round(epochs * 30 / 100)), gamma=0.1)
+    return dict(recipe="standard", momentum=0.9, weight_decay=5e-4, schedule="multistep",
+                milestones=(max(1, round(epochs / 3)), max(1, round(epochs / 2))), gamma=0.1)
+
+
+# Per profile: backbone size, maps per class per dataset, epochs per dataset, ResNet width.
+_PROFILE = {
+    "paper": dict(depth=24, pool_every=8, R={"cifar10": 20, "cifar100": 6, "imagenet100": 6,
+                                            "shapes": 20},
+                  epochs={"cifar10": 300, "cifar100": 300, "imagenet100": 100, "shapes": 300},
+                  resnet_width=64),
+    "cpu": dict(depth=9, pool_every=3, R={"cifar10": 6, "cifar100": 1, "imagenet100": 1,
+                                          "shapes": 6},
+                epochs={"cifar10": 10, "cifar100": 10, "imagenet100": 5, "shapes": 10},
+                resnet_width=16),
+    "smoke": dict(depth=4, pool_every=2, R={"cifar10": 2, "cifar100": 1, "imagenet100": 1,
+                                            "shapes": 4},
+                  epochs={"cifar10": 2, "cifar100": 2, "imagenet100": 1, "shapes": 6},
+                  resnet_width=8),
+}
+
+
+def preset(profile: str = "cpu", dataset: str = "cifar10", model: str = "fa-pool",
+           recipe: str | None = None, **overrides: Any) -> Config:
+    """The config of one Table 1 cell at a profile, with optional overrides.
+
+    ``recipe`` defaults to "minimal" (the top rows of Table 1); "standard" gives the
+    ResNet rows at the bottom.
+    """
+    _choice("profile", profile, PROFILES)
+    _choice("dataset", dataset, DATASETS)
+    _choice("model", model, MODELS)
+    p = _PROFILE[profile]
+    epochs = p["epochs"][dataset]
+    base: dict[str, Any] = dict(profile=profile, dataset=dataset, model=model, depth=p["depth"],
+                                pool_every=p["pool_every"], maps_per_class=p["R"][dataset],
+                                epochs=epochs, resnet_width=p["resnet_width"])
+    if dataset == "imagenet100":
+        base.update(stem="imagenet", resnet_form="torchvision")
+    base.update(_recipe_fields(recipe or "minimal", dataset, epochs))
+    cfg = apply_overrides(Config(), base)
+    # epochs given as an override keep the recipe's fractions
+    if "epochs" in overrides and "milestones" not in overrides:
+        base.update(_recipe_fields(cfg.recipe, dataset, int(overrides["epochs"])))
+        cfg = apply_overrides(cfg, base)
+    return apply_overrides(cfg, overrides).validate()
+
+
+def table1_cells(profile: str, dataset: str) -> list[tuple[str, str]]:
+    """(model, recipe) of each Table 1 row, in the paper's order."""
+    return [("fa-pool", "minimal"), ("fa-linear", "minimal"), ("vanilla", "minimal"),
+            ("resnet18", "minimal"), ("resnet50", "minimal"),
+            ("resnet18", "standard"), ("resnet50", "standard")]
+
+
+# -- overrides --------------------------------------------------------------------------
+
+def parse_assignments(items: Iterable[str]) -> dict[str, str]:
+    """["epochs=3", "lr=0.05"] -> {"epochs": "3", "lr": "0.05"} (values still strings)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value, e.g. --set epochs=3")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
+    """Return a copy of ``cfg`` with ``overrides`` applied, values coerced to the field's
+    type (strings from the CLI or papermill are parsed). Unknown keys raise."""
+    known = {f.name: f for f in fields(Config)}
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(unknown)}; known keys: "
+                         f"{', '.join(sorted(known))}")
+    changes = {k: _coerce(k, known[k].type, v) for k, v in overrides.items()}
+    return dataclasses.replace(cfg, **changes)
+
+
+def _coerce(name: str, typ: Any, value: Any) -> Any:
+    t = str(typ)
+    try:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if "None" in t:
+                return None
+            raise ValueError("None is not allowed here")
+        if t.startswith("tuple"):
+            if isinstance(value, str):
+                value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+            return tuple(int(v) for v in value)
+        if t.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError("expected true or false")
+            return bool(value)
+        if t.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError("expected an integer")
+            return int(value)
+        if t.startswith("float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"bad value {value!r} for {name} ({t}): {e}") from None
