@@ -22,7 +22,8 @@ NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet100": 100, "shapes": 10}
 
 # Fields that say where or how a run happens, not what it computes: left out of the hash
 # so a run resumes on another device or from another data folder.
-_NOT_HASHED = {"device", "data_root", "out_dir", "download", "progress", "num_workers"}
+_NOT_HASHED = {"device", "data_root", "out_dir", "download", "progress", "num_workers",
+               "save_every_s"}
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Config:
     device: str = "auto"            # auto = cuda, then mps, then cpu
     out_dir: str = "results"
     progress: bool = True
+    save_every_s: float = 600.0     # also checkpoint mid-epoch this often (paper-size epochs are long)
 
     # -- derived -----------------------------------------------------------------
     @property
@@ -178,7 +180,8 @@ def preset(profile: str = "cpu", dataset: str = "cifar10", model: str = "fa-pool
     cfg = apply_overrides(Config(), base)
     # epochs given as an override keep the recipe's fractions
     if "epochs" in overrides and "milestones" not in overrides:
-        base.update(_recipe_fields(cfg.recipe, dataset, int(overrides["epochs"])))
+        epochs = apply_overrides(cfg, {"epochs": overrides["epochs"]}).epochs
+        base.update(_recipe_fields(cfg.recipe, dataset, epochs))
         cfg = apply_overrides(cfg, base)
     return apply_overrides(cfg, overrides).validate()
 

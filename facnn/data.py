@@ -6,7 +6,6 @@ workers for 32x32 images. ImageNet-100 goes through torchvision's ImageFolder.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -184,40 +183,48 @@ class TensorLoader:
         self.name, self.batch_size, self.train = data.name, batch_size, train
         self.device, self.seed, self.rank, self.world = torch.device(device), seed, rank, world
         self.drop_last = drop_last
-        self.epoch = 0
+        self.epoch, self.start_batch = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Serve epoch ``epoch`` from its batch ``start_batch`` on (a mid-epoch resume)."""
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _stops(self) -> range:
+        n = len(self.labels)
+        last = n - (self.batch_size - 1 if self.drop_last else 0)
+        return range(0, max(last, 0), self.batch_size)
 
     def __len__(self) -> int:
-        n = len(self.labels) / self.batch_size
-        n = math.floor(n) if self.drop_last else math.ceil(n)
-        return len(range(self.rank, n, self.world))
+        return len(range(self.rank, len(self._stops()), self.world))
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n = len(self.labels)
         if self.train:
+            # every random draw of the epoch up front, so batch b is the same whether or not
+            # the batches before it were served (exact mid-epoch resume)
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(n, generator=g)
+            crops = torch.randint(0, 9, (n, 2), generator=g)
+            flips = torch.rand(n, generator=g) < 0.5
         else:
-            g, order = None, torch.arange(n)
-        stops = range(0, n - (self.batch_size - 1 if self.drop_last else 0), self.batch_size)
-        for b, start in enumerate(stops):
-            if b % self.world != self.rank:
-                continue
-            idx = order[start:start + self.batch_size].to(self.device)
+            order = torch.arange(n)
+        mine = [s for b, s in enumerate(self._stops()) if b % self.world == self.rank]
+        for start in mine[getattr(self, "start_batch", 0):]:
+            pos = order[start:start + self.batch_size]
+            idx = pos.to(self.device)
             x = self.images[idx]
             if self.train:
-                x = augment(x, g)
+                x = augment(x, crops[start:start + self.batch_size], flips[start:start + self.batch_size])
             yield normalise(x, self.name), self.labels[idx]
+        self.start_batch = 0
 
 
-def augment(x: Tensor, g: torch.Generator, pad: int = 4) -> Tensor:
+def augment(x: Tensor, crops: Tensor, flips: Tensor, pad: int = 4) -> Tensor:
     """CIFAR augmentation on a uint8 batch (B, 3, H, W): random crop with zero padding
-    ``pad`` and random horizontal flip (SPEC 5), one draw per image from ``g``."""
+    ``pad`` (offsets ``crops`` (B, 2) in [0, 2 pad]) and horizontal flip where ``flips`` (B,)."""
     b, _, h, w = x.shape
-    dy, dx = (torch.randint(0, 2 * pad + 1, (2, b), generator=g)).to(x.device)
-    flip = (torch.rand(b, generator=g) < 0.5).to(x.device)
+    dy, dx = crops.to(x.device).T
+    flip = flips.to(x.device)
     xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     rows = dy[:, None] + torch.arange(h, device=x.device)            # (B, H)
     cols = dx[:, None] + torch.arange(w, device=x.device)            # (B, W)

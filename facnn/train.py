@@ -200,7 +200,9 @@ def train(cfg: Config, stop_after: int | None = None) -> dict[str, Any]:
     train_loader, test_loader = make_loaders(cfg, device, rank, world)
     steps = len(train_loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, steps))
-    state = {"epoch": 0, "history": [], "wall_s": 0.0, "images": 0, "train_s": 0.0}
+    # "batch" and "partial" describe an epoch cut short by a mid-epoch checkpoint
+    state = {"epoch": 0, "batch": 0, "partial": None, "history": [], "wall_s": 0.0,
+             "images": 0, "train_s": 0.0}
 
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, cfg)
@@ -212,7 +214,8 @@ def train(cfg: Config, stop_after: int | None = None) -> dict[str, Any]:
             torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
         state = {k: ckpt[k] for k in state}
         if rank == 0 and state["epoch"] < cfg.epochs:
-            _say(cfg, f"resuming {out.name} at epoch {state['epoch'] + 1}/{cfg.epochs}")
+            _say(cfg, f"resuming {out.name} at epoch {state['epoch'] + 1}/{cfg.epochs}, "
+                      f"batch {state['batch']}/{steps}")
 
     net: nn.Module = model
     if world > 1:
@@ -220,11 +223,16 @@ def train(cfg: Config, stop_after: int | None = None) -> dict[str, Any]:
 
     last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     for epoch in range(state["epoch"], last):
+        def save_partial(batch: int, partial: dict) -> None:
+            if rank == 0:
+                _save(ckpt_path, model, opt, sched, cfg, {**state, "batch": batch, "partial": partial}, device)
+
         t0 = time.perf_counter()
-        train_stats = _train_epoch(net, model, opt, sched, train_loader, epoch, cfg, device, rank)
+        train_stats = _train_epoch(net, model, opt, sched, train_loader, epoch, cfg, device, rank,
+                                   state["batch"], state["partial"], save_partial)
         test_stats = evaluate(model, test_loader, device)
         dt = time.perf_counter() - t0
-        state["epoch"] = epoch + 1
+        state.update(epoch=epoch + 1, batch=0, partial=None)
         state["wall_s"] += dt
         state["train_s"] += train_stats.pop("seconds")
         state["images"] += train_stats["images"] * world
@@ -245,15 +253,21 @@ def train(cfg: Config, stop_after: int | None = None) -> dict[str, Any]:
     return summary
 
 
-def _train_epoch(net, model, opt, sched, loader, epoch, cfg, device, rank) -> dict[str, float]:
+def _train_epoch(net, model, opt, sched, loader, epoch, cfg, device, rank, start_batch=0,
+                 partial=None, save_partial=None) -> dict[str, float]:
+    """One epoch from batch ``start_batch`` on; ``partial`` carries the running sums of
+    the batches before it. Calls ``save_partial`` every ``cfg.save_every_s`` seconds."""
     from tqdm.auto import tqdm
     net.train()
-    loader.set_epoch(epoch)
+    loader.set_epoch(epoch, start_batch)
+    p = partial or {"loss_sum": 0.0, "correct": 0, "n": 0, "seconds": 0.0}
     bar = tqdm(loader, desc=f"{cfg.dataset}/{cfg.model} epoch {epoch + 1}/{cfg.epochs}",
-               disable=not cfg.progress or rank != 0, leave=False, unit="batch")
-    loss_sum, n, correct = torch.zeros((), device=device), 0, torch.zeros((), device=device)
-    t0 = time.perf_counter()
-    for i, (x, y) in enumerate(bar):
+               disable=not cfg.progress or rank != 0, leave=False, unit="batch",
+               initial=start_batch, total=len(loader))
+    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+    n, t0 = 0, time.perf_counter()
+    last_save = t0
+    for i, (x, y) in enumerate(bar, start=start_batch):
         x, y = _layout(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
         with _autocast(device):
             scores = net(x)
@@ -268,11 +282,20 @@ def _train_epoch(net, model, opt, sched, loader, epoch, cfg, device, rank) -> di
         loss_sum += loss.detach() * len(y)
         correct += (scores.detach().argmax(1) == y).sum()
         n += len(y)
+        now = time.perf_counter()
         if i % 20 == 0:
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", img_s=f"{n / (time.perf_counter() - t0):.0f}")
-    secs = time.perf_counter() - t0
-    return {"loss": float(loss_sum) / n, "accuracy": float(correct) / n, "images": n,
-            "images_per_s": n / secs, "seconds": secs}
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", img_s=f"{n / (now - t0):.0f}")
+        if save_partial is not None and now - last_save > cfg.save_every_s and i + 1 < len(loader):
+            save_partial(i + 1, _sums(p, loss_sum, correct, n, now - t0))
+            last_save = now
+    p = _sums(p, loss_sum, correct, n, time.perf_counter() - t0)
+    return {"loss": p["loss_sum"] / p["n"], "accuracy": p["correct"] / p["n"], "images": p["n"],
+            "images_per_s": p["n"] / p["seconds"], "seconds": p["seconds"]}
+
+
+def _sums(p: dict, loss_sum, correct, n: int, seconds: float) -> dict:
+    return {"loss_sum": p["loss_sum"] + float(loss_sum), "correct": p["correct"] + int(correct),
+            "n": p["n"] + n, "seconds": p["seconds"] + seconds}
 
 
 def _save(path, model, opt, sched, cfg, state, device) -> None:

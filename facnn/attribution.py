@@ -1,0 +1,408 @@
+"""Saliency maps for the pixel-removal benchmark and Figures 1, 4, 5 (SPEC sections 3, 7, 8).
+
+Every method takes a model and a batch of NORMALISED images x (B, 3, H, W) and returns raw
+float32 maps (B, C_sel, h, w), one per selected class:
+
+- ``classes=None``: all C classes, C_sel = C;
+- a list/tuple of ints: those classes for every image;
+- a LongTensor of shape (B,): one class per image, C_sel = 1.
+
+``class_maps`` and ``grad_cam`` give maps at their layer's resolution (h, w); the
+perturbation methods and ``random_maps`` at the input's (H, W). ``upsample`` brings maps to
+the input size and ``minmax`` rescales each map to [0, 1]; the raw maps stay available.
+
+Symbols (paper): A_k = channel k of the layer's features X_L, a_k^c = Grad-CAM's weight of
+channel k for class c, Y^c = the pre-logit score of class c, R maps per class, N layers.
+Models run in eval mode during attribution (BatchNorm must not mix the images of a batch).
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F_
+from torch import Tensor, nn
+
+from . import layers as L
+
+Classes = "None | int | Sequence[int] | Tensor"
+Layer = "None | int | str"
+
+
+# -- shared helpers ------------------------------------------------------------------------
+
+def upsample(maps: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """Bilinear resize (B, M, h, w) -> (B, M, *size), half-pixel centres (as cv2.resize)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(maps.shape[-2:]) == size:
+        return maps
+    return F_.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
+def minmax(maps: Tensor) -> Tensor:
+    """Rescale every map (last two dims) to [0, 1]; a constant map becomes all zeros."""
+    lo = maps.amin(dim=(-2, -1), keepdim=True)
+    span = maps.amax(dim=(-2, -1), keepdim=True) - lo
+    # a constant map has span 0 and numerator 0: clamp keeps it 0 instead of 0/0
+    return (maps - lo) / span.clamp_min(torch.finfo(maps.dtype).tiny)
+
+
+def class_selection(classes, batch: int, num_classes: int, device=None) -> Tensor:
+    """The class index of every output map: LongTensor (B, C_sel). Raises ValueError for a
+    class outside 0..C-1 or a per-image tensor of the wrong length."""
+    if classes is None:
+        sel = torch.arange(num_classes).expand(batch, num_classes)
+    elif isinstance(classes, Tensor) and classes.dim() == 1:
+        if len(classes) != batch:
+            raise ValueError(f"a class tensor gives one class per image: expected shape "
+                             f"({batch},), got {tuple(classes.shape)}; pass a list for the "
+                             f"same classes on every image")
+        sel = classes.long().cpu()[:, None]
+    else:
+        items = [int(classes)] if isinstance(classes, (int, Tensor)) else [int(c) for c in classes]
+        if not items:
+            raise ValueError("classes is empty; pass None for all classes")
+        sel = torch.tensor(items).expand(batch, len(items))
+    bad = sel[(sel < 0) | (sel >= num_classes)]
+    if len(bad):
+        raise ValueError(f"class {int(bad[0])} is outside 0..{num_classes - 1}: the model has "
+                         f"{num_classes} outputs")
+    return sel.to(device)
+
+
+def _pick(maps: Tensor, sel: Tensor) -> Tensor:
+    """(B, C, h, w) maps of all classes -> (B, C_sel, h, w) of the selected ones."""
+    if sel.shape[1] == maps.shape[1] and bool((sel == torch.arange(maps.shape[1],
+                                                                      device=sel.device)).all()):
+        return maps
+    return maps.gather(1, sel[:, :, None, None].expand(-1, -1, *maps.shape[-2:]))
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Run in eval mode and restore the caller's mode afterwards."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
+def _num_classes(model: nn.Module, x: Tensor) -> int:
+    c = getattr(model, "num_classes", None)
+    if c is None:
+        with torch.no_grad():
+            c = model(x[:1]).shape[1]
+    return int(c)
+
+
+def _check_images(x: Tensor) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        raise ValueError(f"expected a batch of images (B, 3, H, W), got "
+                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}; "
+                         f"add a batch dimension with x[None]")
+
+
+def _require_features(model: nn.Module, what: str) -> None:
+    if not hasattr(model, "forward_features"):
+        raise ValueError(f"{what} needs a model with forward_features (FA-CNN or Vanilla-CNN); "
+                         f"{type(model).__name__} has none. For a ResNet use "
+                         f"grad_cam(model, x, layer='layer4') (a named module)")
+
+
+def check_layer(model: nn.Module, layer: Layer) -> int | str:
+    """Resolve ``layer``: an int in 1..N (FA-CNN's X_L), a module name (any model), or None
+    for the last layer (X_N, or a ResNet's last stage)."""
+    if layer is None:
+        if hasattr(model, "forward_features"):
+            return int(model.depth)
+        for name in ("layer4", "net.layer4"):
+            try:
+                model.get_submodule(name)
+                return name
+            except AttributeError:
+                pass
+        raise ValueError(f"{type(model).__name__} has no forward_features and no 'layer4': "
+                         f"name the module to explain, e.g. layer='features.7'")
+    if isinstance(layer, str):
+        try:
+            model.get_submodule(layer)
+        except AttributeError:
+            raise ValueError(f"{type(model).__name__} has no module {layer!r}; see "
+                             f"[n for n, _ in model.named_modules()]") from None
+        return layer
+    _require_features(model, f"layer={layer}")
+    n = int(model.depth)
+    if not 1 <= int(layer) <= n:
+        raise ValueError(f"layer {layer} is outside 1..{n}: layers count from 1 to N = {n}; "
+                         f"use layer=None for the last")
+    return int(layer)
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+# -- intrinsic maps (FA-CNN, Theorem 1) ----------------------------------------------------
+
+def class_maps(model: nn.Module, x: Tensor, layer: int | None = None, classes=None) -> Tensor:
+    """FA-CNN's intrinsic class maps at layer L: L_c(i, j) = (1/R) sum_{floor(k/R)=c} A_k(i, j).
+
+    One forward pass, no gradients, whatever C is (the paper's headline). At L = N, with the
+    pooling head, the pixel mean of L_c is the score Y^c. Returns (B, C_sel, h_L, w_L).
+    """
+    _require_features(model, "class_maps")
+    return class_maps_layers(model, x, [check_layer(model, layer)], classes)[0]
+
+
+def class_maps_layers(model: nn.Module, x: Tensor, layers: Sequence[int], classes=None) -> list[Tensor]:
+    """``class_maps`` at several layers from the same single forward pass."""
+    _require_features(model, "class_maps")
+    _check_images(x)
+    layers = [check_layer(model, l) for l in layers]
+    sel = class_selection(classes, len(x), model.num_classes, x.device)
+    with eval_mode(model), torch.no_grad():
+        feats = model.forward_features(x)   # [X_1 .. X_N], X_L: (B, K, h_L, w_L)
+        return [_pick(L.class_average(feats[l - 1], model.num_classes), sel).float()
+                for l in layers]
+
+
+# -- Grad-CAM --------------------------------------------------------------------------------
+
+@contextmanager
+def _capture(model: nn.Module, names: Sequence[str]):
+    """Record the outputs of the named modules during a forward pass (hooks removed after)."""
+    store: dict[str, list[Tensor]] = {n: [] for n in names}
+    hooks = [model.get_submodule(n).register_forward_hook(
+        lambda m, i, out, n=n: store[n].append(out)) for n in names]
+    try:
+        yield store
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def _activations(model: nn.Module, x: Tensor, layers: list, target: str) -> tuple[list[Tensor], Tensor]:
+    """One forward: the activations A at ``layers`` (in the graph) and the target (B, C)."""
+    if all(isinstance(l, int) for l in layers):
+        feats = model.forward_features(x)
+        acts, scores = [feats[l - 1] for l in layers], model.forward_head(feats[-1])
+    else:
+        names = [l if isinstance(l, str) else f"layers.{l - 1}" for l in layers]
+        with _capture(model, names) as store:
+            scores = model(x)
+        for n in names:
+            if len(store[n]) != 1:
+                raise ValueError(f"module {n!r} ran {len(store[n])} times in one forward; "
+                                 f"Grad-CAM needs a module that runs once")
+        acts = [store[n][0] for n in names]
+    if target == "score":
+        return acts, scores
+    return acts, model.normalise(scores)
+
+
+def grad_cam(model: nn.Module, x: Tensor, layer: Layer = None, classes=None,
+             target: str = "score", relu: bool = True, batch_size: int = 32,
+             class_chunk: int = 10) -> Tensor:
+    """Grad-CAM (Selvaraju et al. 2017) at any layer: sum_k a_k^c A_k, optionally ReLU'd, with
+    a_k^c = (1/Z) sum_ij dT^c / dA_k(i, j), Z = pixels of the layer.
+
+    ``target`` T is "score" (the model's output: the pre-logit Y^c of the pooling head, the
+    logit otherwise; Theorem 1 uses this) or "probability" (``model.normalise``: the
+    L1-normalised Y or the softmax). ``layer`` is L in 1..N for models with
+    forward_features, or a module name (e.g. "layer4" on CifarResNet, "net.layer4" on
+    TorchvisionResNet). One forward per ``batch_size`` images; the classes' gradients come
+    from one batched backward per ``class_chunk`` classes. Returns (B, C_sel, h, w).
+    """
+    return grad_cam_layers(model, x, [layer], classes, target, relu, batch_size, class_chunk)[0]
+
+
+def grad_cam_layers(model: nn.Module, x: Tensor, layers: Sequence[Layer], classes=None,
+                    target: str = "score", relu: bool = True, batch_size: int = 32,
+                    class_chunk: int = 10) -> list[Tensor]:
+    """``grad_cam`` at several layers, sharing the forward and backward passes."""
+    _check_images(x)
+    if target not in ("score", "probability"):
+        raise ValueError(f"unknown target {target!r}; choose 'score' (Y^c) or 'probability'")
+    if batch_size < 1 or class_chunk < 1:
+        raise ValueError("batch_size and class_chunk must be >= 1")
+    layers = [check_layer(model, l) for l in layers]
+    sel = class_selection(classes, len(x), _num_classes(model, x), x.device)
+    parts = [_grad_cam_batch(model, x[s], layers, sel[s], target, class_chunk)
+             for s in _chunks(len(x), batch_size)]
+    maps = [torch.cat(p) for p in zip(*parts)]
+    return [m.clamp_min(0) if relu else m for m in maps]
+
+
+def _grad_cam_batch(model, x, layers, sel, target, class_chunk) -> list[Tensor]:
+    with eval_mode(model), torch.enable_grad():
+        # input grad makes the graph exist even when the weights are frozen; it is not computed
+        acts, out = _activations(model, x.detach().requires_grad_(True), layers, target)
+        maps: list[list[Tensor]] = [[] for _ in layers]
+        for s in _chunks(sel.shape[1], class_chunk):
+            # one one-hot grad_output per selected class: (m, B, C)
+            go = F_.one_hot(sel[:, s].T, out.shape[1]).to(out.dtype)
+            grads = _batched_grad(out, acts, go)   # each (m, B, K, h, w)
+            for i, (a, g) in enumerate(zip(acts, grads)):
+                alpha = g.mean(dim=(-2, -1))                                # a_k^c: (m, B, K)
+                maps[i].append(torch.einsum("mbk,bkhw->bmhw", alpha, a.detach()).float())
+        return [torch.cat(m, dim=1) for m in maps]
+
+
+def _batched_grad(out: Tensor, acts: list[Tensor], go: Tensor) -> tuple[Tensor, ...]:
+    """d<out, go[j]>/d acts for every j: a vmap-batched backward (one pass for m targets)."""
+    if go.shape[0] == 1:   # a plain backward is cheaper than vmap with a batch of one
+        return tuple(g[None] for g in torch.autograd.grad(out, acts, go[0], retain_graph=True))
+    return torch.autograd.grad(out, acts, go, retain_graph=True, is_grads_batched=True)
+
+
+# -- perturbation methods ----------------------------------------------------------------------
+
+def rise_masks(n_masks: int, size: tuple[int, int], cell: int = 7, p: float = 0.5, seed: int = 0,
+               chunk: int = 256, device=None) -> Iterator[Tensor]:
+    """RISE masks (Petsiuk et al. 2018), yielded in chunks (m, H, W) of floats in [0, 1].
+
+    Each mask is a binary cell x cell grid (1 with probability p), upsampled bilinearly to
+    (cell + 1) * ceil(H / cell) pixels and cropped at a random shift, so its edges are smooth
+    and fall anywhere. Only the small grids and shifts of all N masks are drawn up front
+    (seeded), so the masks do not depend on ``chunk``, and never all N exist at full size.
+    """
+    h, w = size
+    g = torch.Generator().manual_seed(seed)
+    ch, cw = math.ceil(h / cell), math.ceil(w / cell)
+    grids = (torch.rand(n_masks, 1, cell, cell, generator=g) < p).float()   # (N, 1, s, s)
+    dy = torch.randint(0, ch, (n_masks,), generator=g)
+    dx = torch.randint(0, cw, (n_masks,), generator=g)
+    for s in _chunks(n_masks, chunk):
+        up = upsample(grids[s].to(device), ((cell + 1) * ch, (cell + 1) * cw))[:, 0]
+        rows = (dy[s, None] + torch.arange(h)).to(up.device)                # (m, H)
+        cols = (dx[s, None] + torch.arange(w)).to(up.device)                # (m, W)
+        idx = torch.arange(len(rows), device=up.device)[:, None, None]
+        # bilinear weights sum to 1 up to rounding: clamp so masks stay in [0, 1]
+        yield up[idx, rows[:, :, None], cols[:, None, :]].clamp_(0, 1)      # (m, H, W)
+
+
+def rise(model: nn.Module, x: Tensor, classes=None, n_masks: int = 4000, cell: int = 7,
+         p: float = 0.5, batch_size: int = 256, seed: int = 0) -> Tensor:
+    """RISE saliency: S_c = sum_i P_c(x * M_i) M_i / (N p), scored with model.probabilities.
+
+    Masking multiplies the NORMALISED image, so a hidden pixel takes the dataset mean (0).
+    The same N seeded masks serve every image of the batch; ``batch_size`` masked images
+    go through the model per forward. ``cell`` is the grid side s (7 in the paper's RISE).
+    Returns (B, C_sel, H, W).
+    """
+    _check_images(x)
+    if n_masks < 1:
+        raise ValueError(f"n_masks={n_masks} must be >= 1 (RISE averages over N masks)")
+    if not 0 < p <= 1:
+        raise ValueError(f"p={p} must be in (0, 1]: it is the probability that a cell is kept")
+    if cell < 1 or batch_size < 1:
+        raise ValueError("cell and batch_size must be >= 1")
+    b, _, h, w = x.shape
+    sel = class_selection(classes, b, _num_classes(model, x), x.device)
+    sal = x.new_zeros(b, sel.shape[1], h, w, dtype=torch.float32)
+    per = max(1, batch_size // b)   # masks per forward, shared by the b images
+    with eval_mode(model), torch.no_grad():
+        for masks in rise_masks(n_masks, (h, w), cell, p, seed, per, x.device):
+            xm = (x[:, None] * masks[None, :, None]).flatten(0, 1)      # (b*m, 3, H, W)
+            prob = model.probabilities(xm).float().view(b, len(masks), -1)
+            prob = prob.gather(2, sel[:, None, :].expand(-1, len(masks), -1))  # (b, m, C_sel)
+            sal += torch.einsum("bmc,mhw->bchw", prob, masks)
+    return sal / (n_masks * p)
+
+
+def _pair(v: int | tuple[int, int], name: str) -> tuple[int, int]:
+    v = (v, v) if isinstance(v, int) else tuple(int(t) for t in v)
+    if len(v) != 2 or min(v) < 1:
+        raise ValueError(f"{name}={v} must be a positive int or a pair of them")
+    return v
+
+
+def _starts(size: int, window: int, stride: int) -> Tensor:
+    """Window starts 0, s, 2s, ... until one reaches the border (the last may be cut off,
+    as in Captum's Occlusion), so every pixel is covered when stride <= window."""
+    return torch.arange(math.ceil((size - window) / stride) + 1) * stride
+
+
+def _coverage(starts: Tensor, window: int, size: int) -> Tensor:
+    pos = torch.arange(size)
+    return ((pos[None] >= starts[:, None]) & (pos[None] < starts[:, None] + window)).float()
+
+
+def k_occlusion(model: nn.Module, x: Tensor, classes=None, window: int | tuple | None = None,
+                stride: int | tuple | None = None, fill: float = 0.0, target: str = "score",
+                batch_size: int = 256) -> Tensor:
+    """Sliding-window occlusion (Zeiler and Fergus 2014), the paper's K-OCC.
+
+    S_c(i, j) = mean over windows w covering (i, j) of [T^c(x) - T^c(x with w set to fill)],
+    T = the score Y^c (or the probability). ``fill`` is in normalised units: 0 is the dataset
+    mean. Equals Captum's Occlusion with the same window, stride and baseline. Defaults:
+    window = min(H, W) / 8 (4 px at 32x32, 28 at 224), stride = window / 2. Many windows
+    (``batch_size`` occluded images) per forward. Returns (B, C_sel, H, W).
+    """
+    _check_images(x)
+    b, _, h, w = x.shape
+    window = _pair(window if window is not None else max(1, round(min(h, w) / 8)), "window")
+    stride = _pair(stride if stride is not None else max(1, window[0] // 2), "stride")
+    if window[0] > h or window[1] > w:
+        raise ValueError(f"window {window} is larger than the image {(h, w)}; choose a window "
+                         f"of at most the image size")
+    if any(s > k for s, k, n in zip(stride, window, (h, w)) if k < n):
+        raise ValueError(f"stride {stride} > window {window} would leave pixels never occluded")
+    if target not in ("score", "probability"):
+        raise ValueError(f"unknown target {target!r}; choose 'score' or 'probability'")
+    tops, lefts = _starts(h, window[0], stride[0]), _starts(w, window[1], stride[1])
+    rows, cols = _coverage(tops, window[0], h), _coverage(lefts, window[1], w)   # (P_h, H), (P_w, W)
+    n_pos = len(tops) * len(lefts)
+    score = (lambda z: model(z)) if target == "score" else model.probabilities
+    with eval_mode(model), torch.no_grad():
+        base = score(x).float()
+        sel = class_selection(classes, b, base.shape[1], x.device)
+        base = base.gather(1, sel)                                        # (B, C_sel)
+        sal = x.new_zeros(b, sel.shape[1], h * w, dtype=torch.float32)
+        rows, cols = rows.to(x.device), cols.to(x.device)
+        for s in _chunks(b * n_pos, batch_size):
+            idx = torch.arange(s.start, s.stop, device=x.device)
+            img, pos = idx // n_pos, idx % n_pos
+            occ = rows[pos // len(lefts), :, None] * cols[pos % len(lefts), None, :]  # (m, H, W)
+            xo = torch.where(occ[:, None] > 0, torch.as_tensor(fill, dtype=x.dtype), x[img])
+            drop = base[img] - score(xo).float().gather(1, sel[img])      # (m, C_sel)
+            for i in img.unique():
+                here = img == i
+                sal[i] += drop[here].T @ occ[here].flatten(1)             # (C_sel, H*W)
+        count = rows.sum(0)[:, None] * cols.sum(0)[None, :]               # windows per pixel
+    return sal.view(b, -1, h, w) / count.clamp_min(1)
+
+
+# -- random baseline ------------------------------------------------------------------------
+
+def random_maps(model: nn.Module, x: Tensor, classes=None, seed: int = 0) -> Tensor:
+    """The RAND baseline: i.i.d. uniform maps (B, C_sel, H, W) from a seeded generator."""
+    _check_images(x)
+    sel = class_selection(classes, len(x), _num_classes(model, x))
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(*sel.shape, *x.shape[-2:], generator=g).to(x.device)
+
+
+# -- registry ------------------------------------------------------------------------------------
+
+METHODS: dict[str, Callable[..., Tensor]] = {
+    "fa-cnn": class_maps, "grad-cam": grad_cam, "rise": rise, "k-occ": k_occlusion,
+    "random": random_maps,
+}
+LAYERED = {"fa-cnn", "grad-cam"}
+
+
+def attribute(method: str, model: nn.Module, x: Tensor, classes=None, layer: Layer = None,
+              **kw) -> Tensor:
+    """Raw maps of ``method`` (a key of METHODS); ``layer`` only reaches layered methods."""
+    if method not in METHODS:
+        raise ValueError(f"unknown attribution method {method!r}; choose one of "
+                         f"{', '.join(METHODS)}")
+    if method in LAYERED:
+        kw["layer"] = layer
+    return METHODS[method](model, x, classes=classes, **kw)

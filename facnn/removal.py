@@ -1,0 +1,501 @@
+"""Pixel-removal benchmark (PAPER 5.2, Figure 4; SPEC 7).
+
+For each test image a saliency map for its class ranks the image's pixels; a fraction p of
+them is removed in that order and replaced by a fill value; the curve is top-1 accuracy
+(against the true label) as a function of p. A pixel is a spatial position: its three
+channels are removed together. Maps are upsampled bilinearly to the input size first.
+
+Both removal orders are implemented (SPEC 7, DECIDED), because the paper's text ("the most
+salient pixels are removed") and its reading of Figure 4 ("higher is better", perturbation
+methods can *raise* accuracy at small p) point to different ones:
+
+    lerf  least relevant first: a faithful map keeps accuracy HIGH as p grows
+    morf  most relevant first:  a faithful map makes accuracy DROP fast as p grows
+
+Fill values (all in the normalised input space the model sees):
+
+    mean  the dataset mean, i.e. 0 after normalisation (SPEC 7 default)
+    blur  the same pixel of a Gaussian-blurred copy of the image
+    zero  a black pixel in image space, i.e. (0 - mean) / std per channel
+
+Ties in a map (flat regions, e.g. where Grad-CAM's ReLU gives 0) are broken by one fixed
+pseudo-random permutation of the pixel positions, the same for every image and every run
+(``tie_break="random"``): tied pixels then leave in an order that favours no part of the
+image. ``tie_break="raster"`` removes tied pixels in raster order instead.
+
+The number of pixels removed at fraction p of an H x W image is floor(p * H * W + 1/2).
+All (fraction, image) pairs of a curve are stacked into chunks of ``batch_size`` images, so
+a curve of F fractions over B images takes ceil(F * B / batch_size) forward passes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F_
+from torch import Tensor
+
+ORDERS = ("lerf", "morf")
+FILLS = ("mean", "blur", "zero")
+TIE_BREAKS = ("random", "raster")
+FRACTIONS = tuple(round(0.1 * i, 1) for i in range(11))   # 0, 0.1, ..., 1.0
+METHODS = ("fa-cnn", "grad-cam", "rise", "k-occ", "random")
+_TIE_SEED = 20260325                                       # fixed: ties never depend on the run
+
+
+# -- checks ---------------------------------------------------------------------------------
+
+def check_fractions(fractions: Sequence[float] | Tensor) -> Tensor:
+    """The fractions as a float64 vector (F,); ValueError unless they are non-empty, in
+    [0, 1] and strictly increasing."""
+    f = torch.as_tensor(fractions, dtype=torch.float64).flatten()
+    if f.numel() == 0:
+        raise ValueError("fractions is empty; give e.g. [0, 0.1, ..., 1.0]")
+    if not torch.isfinite(f).all() or f.min() < 0 or f.max() > 1:
+        raise ValueError(f"fractions must lie in [0, 1] (shares of pixels removed), got {f.tolist()}")
+    if f.numel() > 1 and not (f[1:] > f[:-1]).all():
+        raise ValueError(f"fractions must be strictly increasing, got {f.tolist()}; sort them "
+                         f"and drop duplicates")
+    return f
+
+
+def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+
+
+def select_maps(maps: Tensor, batch: int, classes: Tensor | None,
+                num_classes: int | None = None) -> Tensor:
+    """One map per image, (B, 1, h, w), from maps of shape (B, h, w), (B, 1, h, w) or
+    (B, C, h, w); with C maps per image, image i keeps map ``classes[i]``."""
+    if not isinstance(maps, Tensor):
+        raise TypeError(f"maps must be a torch.Tensor, got {type(maps).__name__}")
+    if maps.dim() == 3:
+        maps = maps[:, None]
+    if maps.dim() != 4:
+        raise ValueError(f"maps must have shape (B, C, h, w) or (B, h, w), got {tuple(maps.shape)}")
+    if maps.shape[0] != batch:
+        raise ValueError(f"maps are for {maps.shape[0]} images but {batch} images were given")
+    if not torch.isfinite(maps).all():
+        raise ValueError("maps contain NaN or inf; check the attribution method")
+    c = maps.shape[1]
+    if c == 1:
+        return maps.float()
+    if num_classes is not None and c != num_classes:
+        raise ValueError(f"maps have {c} class channels but the model has {num_classes} classes; "
+                         f"give one map per image (B, 1, h, w) or one per class (B, C, h, w)")
+    if classes is None:
+        raise ValueError(f"maps have {c} class channels: give `classes` (B,) to choose one per image")
+    if classes.min() < 0 or classes.max() >= c:
+        raise ValueError(f"classes must lie in [0, {c}), got {classes.min()}..{classes.max()}")
+    return maps[torch.arange(batch, device=maps.device), classes.to(maps.device)][:, None].float()
+
+
+# -- ranking ----------------------------------------------------------------------------
+
+def removal_ranks(maps: Tensor, size: tuple[int, int], order: str = "lerf",
+                  tie_break: str = "random") -> Tensor:
+    """rank[b, i] = the step at which pixel i (raster index) of image b is removed:
+    0 = first. maps (B, 1, h, w) are upsampled bilinearly to ``size`` first. -> (B, H*W)."""
+    _check_choice("order", order, ORDERS)
+    _check_choice("tie_break", tie_break, TIE_BREAKS)
+    if tuple(maps.shape[-2:]) != tuple(size):
+        maps = F_.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    v = maps.flatten(1).double()                                  # (B, P)
+    if order == "morf":
+        v = -v + 0.0                                              # + 0.0 turns -0.0 into 0.0
+    b, p = v.shape
+    perm = (torch.randperm(p, generator=torch.Generator().manual_seed(_TIE_SEED))
+            if tie_break == "random" else torch.arange(p)).to(v.device)
+    pixel = perm[torch.sort(v[:, perm], dim=1, stable=True).indices]   # (B, P) removal order
+    rank = torch.empty_like(pixel)
+    rank.scatter_(1, pixel, torch.arange(p, device=v.device).expand(b, p))
+    return rank
+
+
+def pixel_counts(fractions: Tensor, n_pixels: int) -> Tensor:
+    """Pixels removed at each fraction: floor(p * P + 1/2). -> (F,) int64."""
+    return torch.floor(fractions.double() * n_pixels + 0.5).long()
+
+
+# -- fills --------------------------------------------------------------------------------
+
+def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur with reflect padding, kernel 2*ceil(3 sigma) + 1 (the same
+    kernel as torchvision's ``gaussian_blur`` with that size). (B, C, H, W) -> same."""
+    radius = max(1, math.ceil(3 * sigma))
+    radius = min(radius, min(images.shape[-2:]) - 1)      # reflect padding needs pad < size
+    x = torch.linspace(-radius, radius, 2 * radius + 1, dtype=images.dtype, device=images.device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    c = images.shape[1]
+    out = F_.pad(images, (radius, radius, radius, radius), mode="reflect")
+    out = F_.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F_.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def fill_values(images: Tensor, fill: str = "mean", dataset: str | None = None,
+                blur_sigma: float | None = None) -> Tensor:
+    """What a removed pixel becomes, per image and channel, in normalised space.
+    images (B, 3, H, W) normalised -> (B, 3, H, W) (or broadcastable to it)."""
+    _check_choice("fill", fill, FILLS)
+    if fill == "mean":
+        return torch.zeros_like(images[:1])
+    if fill == "zero":
+        if dataset is None:
+            raise ValueError("fill='zero' needs `dataset` (its mean and std say what black is "
+                             "after normalisation)")
+        from .data import normalise
+        black = torch.zeros(1, images.shape[1], 1, 1, dtype=torch.uint8, device=images.device)
+        return normalise(black, dataset).to(images.dtype)
+    sigma = blur_sigma if blur_sigma is not None else max(images.shape[-2:]) / 16
+    return gaussian_blur(images, sigma)
+
+
+# -- perturbed images ---------------------------------------------------------------------
+
+def _perturbed(images: Tensor, fills: Tensor, ranks: Tensor, counts: Tensor,
+               f_idx: Tensor, b_idx: Tensor) -> Tensor:
+    """Images b_idx with their first counts[f_idx] pixels removed. -> (n, 3, H, W)."""
+    h, w = images.shape[-2:]
+    removed = (ranks[b_idx] < counts[f_idx, None]).view(-1, 1, h, w)   # (n, 1, H, W)
+    fill = fills[b_idx] if fills.shape[0] > 1 else fills
+    return torch.where(removed, fill, images[b_idx])
+
+
+def _pairs(n_fractions: int, batch: int, chunk: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """(fraction index, image index) pairs, fraction-major, in chunks of ``chunk``."""
+    total = n_fractions * batch
+    for start in range(0, total, chunk):
+        k = torch.arange(start, min(start + chunk, total))
+        yield k // batch, k % batch
+
+
+def _prepare(images, maps, fractions, order, fill, classes, num_classes, dataset, blur_sigma,
+             tie_break):
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, 3, H, W) normalised floats, got {tuple(images.shape)}")
+    f = check_fractions(fractions)
+    _check_choice("order", order, ORDERS)
+    one = select_maps(maps, images.shape[0], classes, num_classes).to(images.device)
+    ranks = removal_ranks(one, tuple(images.shape[-2:]), order, tie_break)          # (B, P)
+    counts = pixel_counts(f, ranks.shape[1]).to(images.device)                      # (F,)
+    return f, ranks, counts, fill_values(images, fill, dataset, blur_sigma)
+
+
+def remove_pixels(images: Tensor, maps: Tensor, fractions: Sequence[float] | Tensor,
+                  order: str = "lerf", fill: str = "mean", classes: Tensor | None = None,
+                  dataset: str | None = None, blur_sigma: float | None = None,
+                  tie_break: str = "random") -> Tensor:
+    """The perturbed images themselves, for inspection and plots (small batches only).
+    images (B, 3, H, W) -> (F, B, 3, H, W)."""
+    f, ranks, counts, fills = _prepare(images, maps, fractions, order, fill, classes, None,
+                                       dataset, blur_sigma, tie_break)
+    b = images.shape[0]
+    f_idx, b_idx = torch.arange(len(f)).repeat_interleave(b), torch.arange(b).repeat(len(f))
+    return _perturbed(images, fills, ranks, counts, f_idx, b_idx).view(len(f), *images.shape)
+
+
+# -- the curve ---------------------------------------------------------------------------
+
+@dataclass
+class Curve:
+    """One pixel-removal curve. fractions (F,); accuracy (F,) top-1 against the labels;
+    correct (F, B) per image; scores (F, B) the model's score for each image's label."""
+
+    fractions: Tensor
+    accuracy: Tensor
+    correct: Tensor
+    scores: Tensor
+
+    def auc(self) -> float:
+        """Area under accuracy(p) by the trapezoid rule over the given fractions."""
+        return trapezoid_auc(self.fractions.tolist(), self.accuracy.tolist())
+
+
+def trapezoid_auc(fractions: Sequence[float], accuracy: Sequence[float]) -> float:
+    """Trapezoid area under the curve; with fractions 0..1 it is the mean accuracy."""
+    return float(np.trapezoid(np.asarray(accuracy, float), np.asarray(fractions, float)))
+
+
+@torch.no_grad()
+def removal_curve(model, images: Tensor, labels: Tensor, maps: Tensor,
+                  fractions: Sequence[float] | Tensor = FRACTIONS, order: str = "lerf",
+                  fill: str = "mean", batch_size: int = 256, classes: Tensor | None = None,
+                  dataset: str | None = None, blur_sigma: float | None = None,
+                  tie_break: str = "random") -> Curve:
+    """Top-1 accuracy after removing each fraction of every image's pixels (PAPER 5.2).
+
+    Args:
+        model: a classifier, ``model(x)`` -> scores (B, C); prediction = argmax.
+        images: (B, 3, H, W) normalised, on the model's device.
+        labels: (B,) true classes; accuracy is always measured against them.
+        maps: (B, 1, h, w) one map per image, or (B, C, h, w) one per class, from which
+            image i uses map ``classes[i]`` (default: its label).
+        fractions: strictly increasing values in [0, 1].
+        order: "lerf" (least relevant first) or "morf" (most relevant first).
+        fill: "mean", "blur" or "zero" (see the module docstring); "zero" needs ``dataset``.
+        batch_size: images per forward pass; all F*B perturbed images go through in
+            ceil(F*B / batch_size) passes.
+    """
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must be (B,) = ({images.shape[0]},), got {tuple(labels.shape)}")
+    classes = labels if classes is None else classes
+    f, ranks, counts, fills = _prepare(images, maps, fractions, order, fill, classes,
+                                       getattr(model, "num_classes", None), dataset, blur_sigma,
+                                       tie_break)
+    b = images.shape[0]
+    labels = labels.to(images.device)
+    correct = torch.empty(len(f) * b, dtype=torch.bool)
+    scores = torch.empty(len(f) * b)
+    was_training = model.training
+    model.eval()
+    start = 0
+    for f_idx, b_idx in _pairs(len(f), b, batch_size):
+        out = model(_perturbed(images, fills, ranks, counts, f_idx, b_idx))      # (n, C)
+        y = labels[b_idx]
+        n = len(b_idx)
+        correct[start:start + n] = (out.argmax(1) == y).cpu()
+        scores[start:start + n] = out.gather(1, y[:, None])[:, 0].float().cpu()
+        start += n
+    model.train(was_training)
+    correct, scores = correct.view(len(f), b), scores.view(len(f), b)
+    return Curve(f, correct.double().mean(1), correct, scores)
+
+
+# -- the benchmark --------------------------------------------------------------------------
+
+def intermediate_layer(depth: int) -> int:
+    """The intermediate layer of Figure 4 at depth N: layer 18 of 24, i.e. round(N * 18/24)
+    (half rounds up): 24 -> 18, 9 -> 7, 4 -> 3."""
+    return max(1, math.floor(depth * 18 / 24 + 0.5))
+
+
+def default_layers(model) -> list[int | None]:
+    """Figure 4's two panels: the last layer N and the intermediate layer."""
+    depth = getattr(model, "depth", None)
+    if depth is None:
+        return [None]
+    return [depth, intermediate_layer(depth)] if depth > 1 else [depth]
+
+
+@dataclass
+class BenchmarkResult:
+    """What :func:`run_benchmark` returns.
+
+    table:    one row per (method, layer, order, fraction): accuracy (mean over seeds for
+              RAND), accuracy_std (spread over seeds; NaN for one seed), n images, n_seeds.
+    per_seed: the same before averaging, with a ``seed`` column (seed NaN: not seeded).
+    auc:      one row per curve: (method, layer, order) -> auc (mean over seeds), auc_std.
+    timing:   one row per method: seconds for its maps and for its curves.
+    meta:     the benchmark's own settings (fractions, images, fill, kwargs, ...).
+
+    ``layer`` is the FA-CNN layer (1..N) for layered methods (fa-cnn, grad-cam) and <NA>
+    for methods that do not look inside the model (rise, k-occ, random): each of those
+    appears once and is drawn in every layer's panel.
+    """
+
+    table: pd.DataFrame
+    per_seed: pd.DataFrame
+    auc: pd.DataFrame
+    timing: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _select_images(dataset, n_images: int | None, seed: int) -> Tensor:
+    """Indices of the benchmark's images: a seeded random choice, sorted. -> (n,)"""
+    n = len(dataset)
+    if n_images is None or n_images >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_images].sort().values
+
+
+def compute_maps(method: str, model, x: Tensor, classes: Tensor, layer: int | None,
+                 batch: int = 100, bar=None, **kw) -> Tensor:
+    """One map per image for its class, via facnn.attribution, in chunks of ``batch``
+    images. x (B, 3, H, W) -> (B, 1, h, w) on the CPU. RAND runs on the whole batch at once:
+    its seeded draw would otherwise repeat itself in every chunk."""
+    from .attribution import attribute
+    if method == "random":
+        batch = len(x)
+    out = []
+    for s in range(0, len(x), batch):
+        m = attribute(method, model, x[s:s + batch], classes=classes[s:s + batch], layer=layer, **kw)
+        out.append(m.detach().float().cpu())
+        if bar is not None:
+            bar.update(1)
+    return torch.cat(out)
+
+
+def _variants(method: str, layers: Sequence[int | None], rand_seeds: Sequence[int]):
+    """(layer, seed) of every map set a method contributes."""
+    from .attribution import LAYERED
+    if method in LAYERED:
+        return [(layer, None) for layer in layers]
+    if method == "random":
+        return [(None, s) for s in rand_seeds]
+    return [(None, None)]
+
+
+def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
+                  layers: Sequence[int | None] | None = None,
+                  fractions: Sequence[float] = FRACTIONS, orders: Sequence[str] = ORDERS,
+                  n_images: int | None = 500, seed: int = 0, *, fill: str = "mean",
+                  rand_seeds: Sequence[int] = (0, 1, 2),
+                  method_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+                  target: str = "label", batch_size: int = 256, map_batch: int = 100,
+                  blur_sigma: float | None = None, device: str | torch.device = "cpu",
+                  progress: bool = True) -> BenchmarkResult:
+    """Figure 4: pixel-removal curves for every method, layer and order on one model.
+
+    Args:
+        model: the trained classifier (eval mode is set here).
+        dataset: a facnn.data.ArrayDataset (uint8 images; normalised here with its stats).
+        methods: names in facnn.attribution.METHODS.
+        layers: FA-CNN layers for the layered methods; default [N, intermediate_layer(N)].
+        fractions, orders, fill, blur_sigma: as in :func:`removal_curve`.
+        n_images, seed: a seeded random choice of n_images test images (all when None).
+        rand_seeds: RAND is run once per seed; the table holds mean and spread.
+        method_kwargs: per-method keyword arguments, e.g. {"rise": {"n_masks": 500},
+            "k-occ": {"window": 8, "stride": 4}}.
+        target: the class whose map ranks the pixels: "label" (SPEC 7) or "predicted".
+        batch_size: images per forward pass in the curves; map_batch: images per call of
+            an attribution method.
+
+    Maps are computed once per (method, layer, seed) and reused for every order.
+    """
+    _check_choice("target", target, ("label", "predicted"))
+    for o in orders:
+        _check_choice("order", o, ORDERS)
+    _check_choice("fill", fill, FILLS)
+    f = check_fractions(fractions)
+    from .attribution import METHODS as REGISTRY
+    unknown = [m for m in methods if m not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(REGISTRY)}")
+    method_kwargs = {k: dict(v) for k, v in (method_kwargs or {}).items()}
+    layers = list(layers) if layers is not None else default_layers(model)
+    model = model.to(device).eval()
+    idx = _select_images(dataset, n_images, seed)
+    x = dataset.normalised(idx, device)                                     # (B, 3, H, W)
+    y = dataset.labels[idx].to(device)                                      # (B,)
+    with torch.no_grad():
+        clean = torch.cat([model(x[s:s + batch_size]).argmax(1) for s in range(0, len(x), batch_size)])
+    classes = y if target == "label" else clean
+
+    rows, timing = [], []
+    for method in methods:
+        t_maps, t_curves, kw = 0.0, 0.0, method_kwargs.get(method, {})
+        variants = _variants(method, layers, rand_seeds)
+        bar = _bar(method, len(variants) * (math.ceil(len(x) / map_batch) + len(orders)), progress)
+        for layer, s in variants:
+            t0 = time.perf_counter()
+            extra = {"seed": s} if s is not None else {}
+            maps = compute_maps(method, model, x, classes, layer, map_batch, bar, **{**kw, **extra})
+            t_maps += time.perf_counter() - t0
+            for order in orders:
+                t0 = time.perf_counter()
+                curve = removal_curve(model, x, y, maps.to(device), f, order, fill, batch_size,
+                                      dataset=dataset.name, blur_sigma=blur_sigma)
+                t_curves += time.perf_counter() - t0
+                rows += _curve_rows(curve, method, layer, order, s)
+                bar.update(1)
+        bar.close()
+        timing.append({"method": method, "maps_s": t_maps, "curves_s": t_curves,
+                       "total_s": t_maps + t_curves, "map_sets": len(variants)})
+
+    per_seed = _tidy(pd.DataFrame(rows))
+    meta = {"fractions": f.tolist(), "orders": list(orders), "methods": list(methods),
+            "layers": [None if v is None else int(v) for v in layers], "n_images": len(idx),
+            "seed": seed, "fill": fill, "blur_sigma": blur_sigma, "rand_seeds": list(rand_seeds),
+            "method_kwargs": method_kwargs, "target": target, "dataset": dataset.name,
+            "clean_accuracy": float((clean == y).double().mean()), "indices": idx.tolist(),
+            "tie_break": "random", "device": str(device), "torch": torch.__version__}
+    return BenchmarkResult(aggregate(per_seed), per_seed, auc_table(per_seed),
+                           pd.DataFrame(timing), meta)
+
+
+def _bar(method: str, total: int, progress: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=f"removal {method}", disable=not progress, leave=False)
+
+
+def _curve_rows(curve: Curve, method: str, layer, order: str, seed) -> list[dict]:
+    n = curve.correct.shape[1]
+    return [{"method": method, "layer": layer, "order": order, "seed": seed, "fraction": float(p),
+             "accuracy": float(a), "n": n} for p, a in zip(curve.fractions, curve.accuracy)]
+
+
+def _tidy(df: pd.DataFrame) -> pd.DataFrame:
+    """Nullable integer layer and seed (so layer 9 prints as 9 and 'no layer' as <NA>)."""
+    df = df.copy()
+    for col in ("layer", "seed"):
+        if col in df:
+            df[col] = pd.array(df[col].tolist(), dtype="Int64")
+    return df
+
+
+_KEYS = ["method", "layer", "order"]
+
+
+def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """Mean and spread (sample std) over seeds of each (method, layer, order, fraction)."""
+    g = per_seed.groupby(_KEYS + ["fraction"], dropna=False, sort=False)
+    out = g.agg(accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
+                n=("n", "first"), n_seeds=("accuracy", "size")).reset_index()
+    return _tidy(out)
+
+
+def auc_table(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """Area under each curve (trapezoid over fraction), mean and spread over seeds."""
+    per = (per_seed.groupby(_KEYS + ["seed"], dropna=False, sort=False)
+           .apply(lambda d: trapezoid_auc(d["fraction"], d["accuracy"]), include_groups=False)
+           .rename("auc").reset_index())
+    out = per.groupby(_KEYS, dropna=False, sort=False).agg(
+        auc=("auc", "mean"), auc_std=("auc", "std"), n_seeds=("auc", "size")).reset_index()
+    return _tidy(out)
+
+
+def auc_pivot(result: BenchmarkResult) -> pd.DataFrame:
+    """AUC as a method x order table (rows 'fa-cnn@9' etc.), for reports."""
+    a = result.auc.copy()
+    a["curve"] = [m if pd.isna(layer) else f"{m}@{layer}" for m, layer in zip(a["method"], a["layer"])]
+    return a.pivot(index="curve", columns="order", values="auc").reindex(
+        a["curve"].drop_duplicates())
+
+
+# -- saving -------------------------------------------------------------------------------
+
+def save_benchmark(result: BenchmarkResult, path: str | Path, config=None) -> Path:
+    """Write ``curves.csv``, ``auc.csv``, ``timing.csv`` and ``benchmark.json`` (all of it
+    plus the model's config and the benchmark's settings) into the folder ``path``."""
+    from .train import atomic_write_text, git_commit
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = config.to_dict() if hasattr(config, "to_dict") else (dict(config) if config else None)
+    atomic_write_text(out / "curves.csv", result.table.to_csv(index=False))
+    atomic_write_text(out / "auc.csv", result.auc.to_csv(index=False))
+    atomic_write_text(out / "timing.csv", result.timing.to_csv(index=False))
+    doc = {"config": cfg, "benchmark": result.meta, "commit": git_commit(),
+           "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+           **{k: _records(getattr(result, k)) for k in ("table", "per_seed", "auc", "timing")}}
+    atomic_write_text(out / "benchmark.json", json.dumps(doc, indent=1))
+    return out
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return json.loads(df.to_json(orient="records"))
+
+
+def load_benchmark(path: str | Path) -> tuple[BenchmarkResult, dict | None]:
+    """(result, config dict) from a folder written by :func:`save_benchmark`."""
+    doc = json.loads((Path(path) / "benchmark.json").read_text())
+    frames = {k: _tidy(pd.DataFrame(doc[k])) for k in ("table", "per_seed", "auc", "timing")}
+    return BenchmarkResult(meta=doc["benchmark"], **frames), doc["config"]

@@ -1,0 +1,495 @@
+"""Where the book's results live, where they came from, and what stands in for a missing one.
+
+Every expensive step of a chapter (training, attribution maps, the removal benchmark) is
+cached under ``results/<profile>/``, keyed by a hash of what it computes:
+
+    results/<profile>/<dataset>-<model>-<config hash>/    a training run (facnn.train)
+    results/<profile>/analysis/<name>-<key>/              a chapter's result:
+        meta.json     provenance {profile, config hash, commit, date}, parameters, scalars
+        arrays.npz    the few arrays its figures need (maps of a handful of images)
+        <table>.json  tables (pandas, orient="table", dtypes kept)
+
+A rerun reuses a fresh entry; ``fresh=True`` (``FRESH=1``) recomputes it. These files are
+small and committed, so the book rebuilds from them on a clone that has neither the data
+nor the checkpoints (``checkpoint.pt`` is never committed).
+
+A result that is neither cached nor computable here (no checkpoint, and training it is not
+allowed at this profile) is a :class:`MissingResult`: it carries the command that makes it,
+and the book prints that command where the figure would be.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from html import escape
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import data as D
+from .config import Config, preset
+
+ROOT = Path(__file__).resolve().parents[1]   # the checkout (facnn is installed editable)
+
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet100": "ImageNet-100",
+                 "shapes": "shapes (synthetic)"}
+
+# Table 1 rows in the paper's order: (model, recipe, the paper's label)
+TABLE1_ROWS = [("fa-pool", "minimal", "FA-CNN (Pooling head)"),
+               ("fa-linear", "minimal", "FA-CNN (Linear head)"),
+               ("vanilla", "minimal", "Vanilla-CNN"),
+               ("resnet18", "minimal", "ResNet-18 (minimal)"),
+               ("resnet50", "minimal", "ResNet-50 (minimal)"),
+               ("resnet18", "standard", "ResNet-18 (standard)"),
+               ("resnet50", "standard", "ResNet-50 (standard)")]
+
+# SPEC 6: the paper's Table 1, top-1 validation accuracy (%). Shown only as the paper's.
+PAPER_TABLE1 = {
+    "cifar10": [93.13, 93.80, 92.97, 93.57, 91.50, 94.89, 94.49],
+    "cifar100": [77.03, 75.32, 75.07, 73.96, 72.45, 77.31, 78.10],
+    "imagenet100": [81.78, 77.50, 76.98, 77.74, 76.76, 83.44, 82.96],
+}
+
+_ALL = [(m, r) for m, r, _ in TABLE1_ROWS]
+_CPU10 = [("fa-pool", "minimal"), ("fa-linear", "minimal"), ("vanilla", "minimal"),
+          ("resnet18", "minimal"), ("resnet18", "standard")]
+_FA3 = _CPU10[:3]
+# The runs behind Table 1 at each profile: (dataset, model, recipe). The first dataset is
+# the one the attribution chapters (02-06) use.
+PLAN: dict[str, list[tuple[str, str, str]]] = {
+    "smoke": [("shapes", m, r) for m, r in _CPU10[:4]],
+    "cpu": [("cifar10", m, r) for m, r in _CPU10] + [("cifar100", m, r) for m, r in _FA3],
+    "paper": [(d, m, r) for d in ("cifar10", "cifar100", "imagenet100") for m, r in _ALL],
+}
+
+# Per-profile sizes of the attribution chapters (parameters of notebooks 02-06 default to these).
+ANALYSIS = {
+    "smoke": dict(n_images=16, n_removal=40, rise_masks=300, n_show=3, n_qualitative=2),
+    "cpu": dict(n_images=200, n_removal=1000, rise_masks=2000, n_show=3, n_qualitative=3),
+    "paper": dict(n_images=500, n_removal=1000, rise_masks=4000, n_show=3, n_qualitative=3),
+}
+
+
+def resolve(path: str | Path) -> Path:
+    """A path relative to the checkout (so notebooks find results from any cwd)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else ROOT / p
+
+
+def key_hash(obj: Any) -> str:
+    """A short stable hash of a JSON-able object."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def git_commit() -> str:
+    """The checkout's short commit, with "+dirty" when tracked files differ from it."""
+    from .train import git_commit as head
+    commit = head()
+    try:
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, cwd=ROOT, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        dirty = ""
+    return commit + ("+dirty" if dirty and commit != "unknown" else "")
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M")
+
+
+# -- provenance and missing results -------------------------------------------------------
+
+@dataclass
+class Provenance:
+    """Where a figure or table came from."""
+
+    profile: str
+    config_hash: str
+    commit: str
+    date: str
+
+    def line(self) -> str:
+        return (f"profile {self.profile} · config {self.config_hash} · commit {self.commit}"
+                f" · {self.date}")
+
+    def __str__(self) -> str:
+        return self.line()
+
+    @classmethod
+    def of(cls, items: Sequence["Provenance"]) -> "Provenance":
+        """One provenance for a figure built from several results: distinct values joined."""
+        items = [p for p in items if isinstance(p, Provenance)]
+        if not items:
+            return cls("?", "?", "?", "?")
+
+        def join(name: str) -> str:
+            return ",".join(dict.fromkeys(getattr(p, name) for p in items))
+        return cls(join("profile"), join("config_hash"), join("commit"),
+                   max(p.date for p in items))
+
+
+class MissingResult(Exception):
+    """A result that is not here, and the commands that would make it."""
+
+    def __init__(self, what: str, commands: Sequence[str] = (), why: str = ""):
+        self.what, self.commands, self.why = what, list(commands), why
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        cmd = "; ".join(self.commands)
+        return f"missing: {self.what}" + (f" ({self.why})" if self.why else "") + \
+            (f". Run: {cmd}" if cmd else "")
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        cmds = "".join(f"<pre><code>{escape(c)}</code></pre>" for c in self.commands)
+        why = f" ({escape(self.why)})" if self.why else ""
+        return (f'<div class="admonition warning facnn-missing"><p class="admonition-title">'
+                f'Result not available</p><p><b>missing:</b> {escape(self.what)}{why}.'
+                + (" Produce it with:</p>" + cmds if cmds else "</p>") + "</div>")
+
+    def _repr_markdown_(self) -> str:
+        cmds = "\n".join(f"    {c}" for c in self.commands)
+        return f"**missing:** {self.what}" + (f" ({self.why})" if self.why else "") + \
+            (f". Produce it with:\n\n{cmds}\n" if cmds else "")
+
+
+def is_missing(x: Any) -> bool:
+    return isinstance(x, MissingResult)
+
+
+def first_missing(*xs: Any) -> MissingResult | None:
+    return next((x for x in xs if is_missing(x)), None)
+
+
+def train_command(cfg: Config, defaults: Config | None = None) -> str:
+    """The CLI line that trains ``cfg`` (overrides beyond the preset given with --set)."""
+    base = defaults or preset(cfg.profile, cfg.dataset, cfg.model, cfg.recipe)
+    skip = {"out_dir", "data_root", "device", "progress", "num_workers", "save_every_s"}
+    sets = [f"{k}={_cli(v)}" for k, v in cfg.to_dict().items()
+            if k not in skip and v != base.to_dict().get(k)]
+    cmd = f"python -m facnn train --dataset {cfg.dataset} --model {cfg.model} --profile {cfg.profile}"
+    if cfg.recipe != "minimal":
+        cmd += f" --recipe {cfg.recipe}"
+    if cfg.out_dir != "results":
+        sets.append(f"out_dir={cfg.out_dir}")
+    return cmd + (" --set " + " ".join(sets) if sets else "")
+
+
+def _cli(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(i) for i in v)
+    return str(v)
+
+
+# -- the cache ------------------------------------------------------------------------------
+
+def save_entry(folder: Path, values: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+    """Write arrays to arrays.npz, DataFrames to <key>.json, the rest into meta.json."""
+    from .train import atomic_write_bytes, atomic_write_text
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    arrays, scalars, tables = {}, {}, []
+    for k, v in values.items():
+        if isinstance(v, pd.DataFrame):
+            atomic_write_text(tmp / f"{k}.json", v.to_json(orient="table", index=False, indent=0))
+            tables.append(k)
+        elif isinstance(v, np.ndarray) or _is_tensor(v):
+            arrays[k] = np.asarray(v.detach().cpu() if _is_tensor(v) else v)
+        else:
+            scalars[k] = _plain(v)
+    if arrays:
+        atomic_write_bytes(tmp / "arrays.npz", lambda f: np.savez_compressed(f, **arrays))
+    atomic_write_text(tmp / "meta.json", json.dumps(
+        {**meta, "values": scalars, "tables": tables, "arrays": sorted(arrays)}, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def load_entry(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    meta = json.loads((folder / "meta.json").read_text())
+    values = dict(meta.get("values", {}))
+    for k in meta.get("tables", []):
+        values[k] = pd.read_json(io.StringIO((folder / f"{k}.json").read_text()), orient="table")
+    if meta.get("arrays"):
+        with np.load(folder / "arrays.npz") as z:
+            values.update({k: z[k] for k in z.files})
+    return values, meta
+
+
+def _is_tensor(v: Any) -> bool:
+    return type(v).__module__.startswith("torch") and hasattr(v, "detach")
+
+
+def _plain(v: Any) -> Any:
+    """JSON-able form of a value (numpy scalars, tuples, nested dicts)."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    if _is_tensor(v):
+        return v.tolist()
+    return v
+
+
+# -- a chapter's view of a profile -------------------------------------------------------------
+
+class Study:
+    """What a chapter works on: a profile, its runs, the dataset of the attribution chapters,
+    the trained models (or the cached results that stand in for them), and provenance.
+
+    Args:
+        profile: "smoke", "cpu" or "paper".
+        dataset: the dataset of chapters 02-06; None = the profile's first (shapes, cifar10).
+        overrides: extra Config fields for every run, e.g. {"depth": 8}; unknown keys raise.
+        results_dir: the results folder (relative paths are relative to the checkout).
+        data_root: where datasets live; CIFAR is unpacked there from ../shared/data on need.
+        allow_training: train a run that is missing; None = only at the smoke profile.
+        fresh: recompute cached chapter results (training runs are reused; delete a run's
+            folder to retrain it).
+        device: for the chapters' computations ("cpu" keeps them reproducible).
+    """
+
+    def __init__(self, profile: str = "smoke", dataset: str | None = None,
+                 overrides: Mapping[str, Any] | None = None, results_dir: str | Path = "results",
+                 data_root: str | Path = "data", allow_training: bool | None = None,
+                 fresh: bool = False, device: str = "cpu"):
+        if profile not in PLAN:
+            raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PLAN)}")
+        self.profile = profile
+        self.dataset = dataset or PLAN[profile][0][0]
+        self.overrides = dict(overrides or {})
+        self.results_dir = resolve(results_dir)
+        self.data_root = resolve(data_root)
+        self.allow_training = (profile == "smoke") if allow_training is None else bool(allow_training)
+        self.fresh, self.device = bool(fresh), device
+        self.sizes = dict(ANALYSIS[profile])
+        self._models: dict[tuple[str, str], Any] = {}
+        self.config("fa-pool")   # validates dataset and overrides now, not deep in a chapter
+
+    def __repr__(self) -> str:
+        return (f"Study(profile={self.profile!r}, dataset={self.dataset!r}, overrides="
+                f"{self.overrides}, results_dir='{self.results_dir}', allow_training="
+                f"{self.allow_training}, fresh={self.fresh})")
+
+    # -- configs and runs --------------------------------------------------------------------
+    def config(self, model: str, recipe: str = "minimal", dataset: str | None = None) -> Config:
+        return preset(self.profile, dataset or self.dataset, model, recipe,
+                      out_dir=str(self.results_dir), data_root=str(self.data_root),
+                      progress=False, **self.overrides)
+
+    def plan(self, datasets: Sequence[str] | None = None,
+             models: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
+        """The runs of Table 1 at this profile, optionally restricted. ``models`` items are
+        "model" or "model/recipe"."""
+        runs = PLAN[self.profile]
+        if datasets is not None or self.dataset != runs[0][0]:
+            ds = list(datasets or [self.dataset])
+            runs = [(d, m, r) for d in ds for m, r in
+                    (dict.fromkeys((m, r) for _, m, r in runs))]
+        if models is not None:
+            want = [tuple(s.split("/")) if "/" in s else (s, "minimal") for s in models]
+            runs = [(d, m, r) for d in dict.fromkeys(d for d, _, _ in runs) for m, r in want]
+        return runs
+
+    def run_dir(self, cfg: Config) -> Path:
+        from .train import run_dir
+        return run_dir(cfg)
+
+    def summary(self, model: str, recipe: str = "minimal", dataset: str | None = None):
+        """The run's summary dict, training it first where allowed; else MissingResult."""
+        cfg = self.config(model, recipe, dataset)
+        path = self.run_dir(cfg) / "summary.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        if self.allow_training:
+            if cfg.dataset != "shapes":
+                self.ensure_data(cfg.dataset)
+            from .train import train
+            return train(cfg)
+        ckpt = self.run_dir(cfg) / "checkpoint.pt"
+        why = "a checkpoint is there: the run is unfinished" if ckpt.exists() else \
+            f"no run in {self.run_dir(cfg)}"
+        return MissingResult(f"{DATASET_NAMES.get(cfg.dataset, cfg.dataset)} {cfg.model} "
+                             f"({cfg.recipe} recipe) at profile {cfg.profile}",
+                             [train_command(cfg)], why)
+
+    def history(self, model: str, recipe: str = "minimal", dataset: str | None = None):
+        """Per-epoch metrics of a run as a DataFrame (or MissingResult)."""
+        cfg = self.config(model, recipe, dataset)
+        path = self.run_dir(cfg) / "metrics.jsonl"
+        if not path.exists():
+            s = self.summary(model, recipe, dataset)
+            if is_missing(s):
+                return s
+        return pd.read_json(path, lines=True)
+
+    def provenance(self, model: str = "fa-pool", recipe: str = "minimal",
+                   dataset: str | None = None) -> Provenance:
+        """Provenance of a training run (its summary's commit and date)."""
+        cfg = self.config(model, recipe, dataset)
+        path = self.run_dir(cfg) / "summary.json"
+        if path.exists():
+            s = json.loads(path.read_text())
+            return Provenance(self.profile, cfg.hash(), s.get("commit", "?"),
+                              str(s.get("finished", "?"))[:16])
+        return Provenance(self.profile, cfg.hash(), git_commit(), now())
+
+    def model(self, model: str = "fa-pool", recipe: str = "minimal", dataset: str | None = None):
+        """The trained model in eval mode; raises MissingResult when it cannot be had."""
+        key = (model, recipe, dataset or self.dataset)
+        if key not in self._models:
+            cfg = self.config(model, recipe, dataset)
+            ckpt = self.run_dir(cfg) / "checkpoint.pt"
+            if not ckpt.exists():
+                s = self.summary(model, recipe, dataset)
+                if is_missing(s):
+                    raise s
+            if not ckpt.exists():   # finished run whose checkpoint was not committed
+                raise MissingResult(
+                    f"the weights of {cfg.run_name()} (profile {cfg.profile})",
+                    [f"rm {self.run_dir(cfg) / 'summary.json'}", train_command(cfg)],
+                    "its summary is committed, its checkpoint is not")
+            from .train import load_trained
+            self._models[key] = load_trained(cfg, self.device)
+        return self._models[key]
+
+    def untrained(self, model: str = "fa-pool", seed: int = 0):
+        """A freshly initialised model of the profile (Theorem 2 holds for any weights)."""
+        import torch
+        from .models import model_from_config
+        torch.manual_seed(seed)
+        return model_from_config(self.config(model)).eval()
+
+    # -- data --------------------------------------------------------------------------------
+    def ensure_data(self, dataset: str) -> None:
+        """Unpack <data_root>/<dataset>.npz from ../shared/data when it is not there yet."""
+        cfg = self.config("fa-pool", dataset=dataset)
+        name = f"{dataset}-{cfg.subset}.npz" if cfg.subset else f"{dataset}.npz"
+        if dataset == "shapes" or (self.data_root / name).exists():
+            return
+        shared = D.shared_data_dir()
+        if shared is None or not (shared / "unpack.py").exists():
+            raise MissingResult(f"the {DATASET_NAMES.get(dataset, dataset)} test images",
+                                [f"python ../shared/data/unpack.py {dataset} --out data",
+                                 "or: add --set download=true to the train command"],
+                                f"{self.data_root / name} is absent and ../shared/data is not here")
+        cmd = [sys.executable, str(shared / "unpack.py"), dataset, "--out", str(self.data_root)]
+        if cfg.subset:
+            cmd += ["--per-class", *cfg.subset.split("x")]
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    def test_set(self, dataset: str | None = None) -> D.ArrayDataset:
+        """The test split the runs were evaluated on (raises MissingResult without data)."""
+        cfg = self.config("fa-pool", dataset=dataset)
+        if cfg.dataset == "shapes":
+            return D.load("shapes", "test", n=cfg.shapes_test, seed=cfg.seed)
+        self.ensure_data(cfg.dataset)
+        return D.load(cfg.dataset, "test", str(self.data_root), cfg.subset)
+
+    # -- chapter results -----------------------------------------------------------------------
+    def analysis_dir(self, name: str, key: str) -> Path:
+        return self.results_dir / self.profile / "analysis" / f"{name}-{key}"
+
+    def cached(self, name: str, params: Mapping[str, Any], compute: Callable[[], Mapping[str, Any]],
+               models: Sequence[str] = ("fa-pool",)):
+        """``compute()``'s result, stored under results/<profile>/analysis/<name>-<key>/ where
+        key hashes ``params`` and the config hashes of ``models``. Returns (values dict,
+        Provenance), or the MissingResult that compute raised (nothing is stored then)."""
+        hashes = {m: self.config(*m.split("/")).hash() for m in models}
+        folder = self.analysis_dir(name, key_hash({"params": _plain(dict(params)), "runs": hashes}))
+        if (folder / "meta.json").exists() and not self.fresh:
+            values, meta = load_entry(folder)
+            return values, Provenance(**meta["provenance"])
+        try:
+            values = dict(compute())
+        except MissingResult as m:
+            return m
+        prov = Provenance(self.profile, ",".join(hashes.values()), git_commit(), now())
+        save_entry(folder, values, {"name": name, "params": _plain(dict(params)), "runs": hashes,
+                                    "provenance": asdict(prov)})
+        return values, prov
+
+
+# -- Table 1 --------------------------------------------------------------------------------
+
+def table1(runs: Mapping[tuple[str, str, str], Any], profile: str) -> pd.DataFrame:
+    """Table 1: our top-1 accuracy (%) per dataset run at this profile, beside the paper's.
+
+    ``runs`` maps (dataset, model, recipe) to a summary dict or a MissingResult. Cells of
+    runs not in the profile's plan read "not run"; planned runs without results "missing".
+    """
+    datasets = list(dict.fromkeys(d for d, _, _ in runs))
+    rows = []
+    for model, recipe, label in TABLE1_ROWS:
+        row = {"Method": label}
+        for d in datasets:
+            s = runs.get((d, model, recipe))
+            col = f"ours: {DATASET_NAMES.get(d, d)} ({profile})"
+            if s is None:
+                row[col] = "not run"
+            elif is_missing(s):
+                row[col] = "missing"
+            else:
+                row[col] = f"{100 * s['accuracy']:.2f}"
+        for d, values in PAPER_TABLE1.items():
+            row[f"paper: {DATASET_NAMES[d]}"] = f"{values[_ALL.index((model, recipe))]:.2f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# Issue 6's three questions: (question, run a, run b, the answer "yes" given 100 (a - b))
+QUESTIONS = [
+    ("Does the pooling head cost accuracy against the linear head?",
+     ("fa-pool", "minimal"), ("fa-linear", "minimal"), lambda d: d < 0),
+    ("Does the dampened skip (FA-CNN, linear head) beat Vanilla-CNN?",
+     ("fa-linear", "minimal"), ("vanilla", "minimal"), lambda d: d > 0),
+    ("Is FA-CNN (pooling head) within 1 point of ResNet-18 (minimal recipe), or above it?",
+     ("fa-pool", "minimal"), ("resnet18", "minimal"), lambda d: d >= -1),
+]
+
+
+def table1_answers(runs: Mapping[tuple[str, str, str], Any], profile: str) -> pd.DataFrame:
+    """The three questions per dataset: the paper's answer, ours, and whether they agree.
+    Differences are accuracy points (run a minus run b)."""
+    rows = []
+    for d in dict.fromkeys(d for d, _, _ in runs):
+        for q, a, b, yes in QUESTIONS:
+            paper = _paper_diff(d, a, b)
+            ours_a, ours_b = runs.get((d, *a)), runs.get((d, *b))
+            if ours_a is None or ours_b is None:
+                ours, agree = "not run at this profile", "n/a"
+            elif is_missing(ours_a) or is_missing(ours_b):
+                ours, agree = "missing", "n/a"
+            else:
+                diff = 100 * (ours_a["accuracy"] - ours_b["accuracy"])
+                ours = f"{_yes(yes(diff))} ({diff:+.2f} points)"
+                agree = "n/a" if paper is None else ("yes" if yes(diff) == yes(paper) else "no")
+            rows.append({"dataset": DATASET_NAMES.get(d, d), "question": q,
+                         "paper": "n/a" if paper is None else f"{_yes(yes(paper))} ({paper:+.2f} points)",
+                         f"ours ({profile})": ours, "same answer": agree})
+    return pd.DataFrame(rows)
+
+
+def _yes(b: bool) -> str:
+    return "yes" if b else "no"
+
+
+def _paper_diff(dataset: str, a: tuple[str, str], b: tuple[str, str]) -> float | None:
+    if dataset not in PAPER_TABLE1:
+        return None
+    v = PAPER_TABLE1[dataset]
+    return round(v[_ALL.index(a)] - v[_ALL.index(b)], 2)

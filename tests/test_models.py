@@ -1,0 +1,99 @@
+"""Model API, presets and the errors bad input gets."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from facnn import build_model, preset
+from facnn.config import apply_overrides, parse_assignments
+from facnn.models import model_from_config
+
+
+@pytest.mark.parametrize("name,head", [("fa-pool", "pool"), ("fa-linear", "linear"), ("vanilla", "linear")])
+def test_fa_api(name, head):
+    m = build_model(name, 5, maps_per_class=3, depth=6, pool_every=3).eval()
+    assert (m.depth, m.maps_per_class, m.num_classes, m.head) == (6, 3, 5, head)
+    x = torch.randn(2, 3, 16, 16)
+    feats = m.forward_features(x)
+    assert [tuple(f.shape) for f in feats] == [(2, 15, 16, 16)] * 3 + [(2, 15, 8, 8)] * 3
+    assert all(f.min() >= 0 for f in feats)  # taken after the ReLU
+    scores = m(x)
+    assert scores.shape == (2, 5)
+    p = m.probabilities(x)
+    torch.testing.assert_close(p.sum(1), torch.ones(2))
+    if head == "pool":
+        assert scores.min() >= 0
+    # the pool acts on X_3 before it enters layer 4
+    with torch.no_grad():
+        torch.testing.assert_close(m.layers[3](F.max_pool2d(feats[2], 2)), feats[3])
+
+
+@pytest.mark.parametrize("name,form,size", [("resnet18", "cifar", 32), ("resnet50", "cifar", 32),
+                                             ("resnet18", "torchvision", 64)])
+def test_resnets(name, form, size):
+    m = build_model(name, 7, form=form, width=8) if form == "cifar" else build_model(name, 7, form=form)
+    out = m.eval()(torch.randn(2, 3, size, size))
+    assert out.shape == (2, 7)
+    torch.testing.assert_close(m.probabilities(torch.randn(1, 3, size, size)).sum(), torch.tensor(1.0))
+
+
+def test_paper_presets_match_spec():
+    c10 = preset("paper", "cifar10", "fa-pool")
+    assert (c10.depth, c10.pool_every, c10.channels, c10.maps_per_class, c10.epochs) == (24, 8, 200, 20, 300)
+    c100 = preset("paper", "cifar100", "fa-pool")
+    assert (c100.channels, c100.maps_per_class) == (600, 6)
+    inet = preset("paper", "imagenet100", "fa-pool")
+    assert (inet.channels, inet.epochs, inet.stem) == (600, 100, "imagenet")
+    assert (c10.momentum, c10.weight_decay, c10.batch_size) == (0.0, 0.0, 100)
+    std = preset("paper", "cifar10", "resnet18", "standard")
+    assert (std.momentum, std.weight_decay, std.milestones, std.gamma) == (0.9, 5e-4, (100, 150), 0.1)
+    std_in = preset("paper", "imagenet100", "resnet50", "standard")
+    assert (std_in.weight_decay, std_in.schedule, std_in.step_size) == (1e-4, "step", 30)
+    m = model_from_config(c10)
+    assert sum(p.numel() for p in m.parameters()) > 8e6 and len(m.layers) == 24
+
+
+def test_reduced_epochs_keep_recipe_fractions():
+    cfg = preset("cpu", "cifar10", "resnet18", "standard", epochs=30)
+    assert cfg.milestones == (10, 15)
+
+
+@pytest.mark.parametrize("overrides,field,value", [
+    ({"epochs": "3"}, "epochs", 3), ({"lr": "0.05"}, "lr", 0.05), ({"width": "none"}, "width", None),
+    ({"download": "true"}, "download", True), ({"milestones": "4,6"}, "milestones", (4, 6)),
+])
+def test_overrides_are_coerced(overrides, field, value):
+    assert getattr(preset("smoke", "shapes", "fa-pool", **overrides), field) == value
+
+
+def test_hash_ignores_where_but_not_what():
+    a = preset("cpu", "cifar10", "fa-pool")
+    assert a.hash() == apply_overrides(a, {"device": "cuda", "out_dir": "x"}).hash()
+    assert a.hash() != apply_overrides(a, {"depth": 6}).hash()
+
+
+BAD = [
+    (lambda: build_model("fa-pool", 10, maps_per_class=2, width=30), "C\\*R"),
+    (lambda: preset("smoke", "shapes", "fa-pool", width=7), "C\\*R"),
+    (lambda: build_model("fa-pool", 10, depth=10, pool_every=4), "multiple of pool_every"),
+    (lambda: build_model("fa-pool", 2, maps_per_class=1, depth=24, pool_every=8)(torch.randn(1, 3, 3, 3)), "too small"),
+    (lambda: build_model("fa-pool", 2, maps_per_class=1, depth=2, pool_every=2)(torch.randn(1, 1, 8, 8)), "RGB"),
+    (lambda: build_model("fa-pool", 2, maps_per_class=1, depth=2, pool_every=2)(torch.randn(3, 8, 8)), "batch"),
+    (lambda: build_model("fa-pool", 2, maps_per_class=1, depth=2, pool_every=2)(
+        torch.tensor(float("nan")).expand(1, 3, 8, 8)), "NaN or inf"),
+    (lambda: build_model("fa-pool", 2, maps_per_class=1, depth=2, pool_every=2)(
+        torch.full((1, 3, 8, 8), float("inf"))), "NaN or inf"),
+    (lambda: build_model("fa-pool", 2, maps_per_class=1, depth=2, pool_every=2)(
+        torch.zeros(1, 3, 8, 8, dtype=torch.uint8)), "normalise"),
+    (lambda: build_model("alexnet", 10), "unknown model"),
+    (lambda: build_model("resnet18", 10, depth=3), "does not take"),
+    (lambda: preset("cpu", "mnist", "fa-pool"), "unknown dataset"),
+    (lambda: preset("cpu", "cifar10", "fa-pool", epochz=3), "unknown config key"),
+    (lambda: preset("cpu", "cifar10", "fa-pool", epochs="three"), "bad value"),
+    (lambda: parse_assignments(["epochs"]), "key=value"),
+]
+
+
+@pytest.mark.parametrize("make,message", BAD)
+def test_bad_input_is_named(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()
