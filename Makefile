@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q --timeout=900 tests
 
+# make book [PROFILE=cpu|smoke|paper] [FRESH=1]: executes notebooks/NN_*.ipynb with papermill
+# into executed/, then jupyter-book builds _build/html (execution off, warnings as errors).
 book: $(STAMP)
-	PROFILE=$(PROFILE) $(PY) -m facnn.book --profile $(PROFILE)
+	FRESH=$(FRESH) $(PY) -m facnn.book --profile $(PROFILE)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

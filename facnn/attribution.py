@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, Union
 
 import torch
 import torch.nn.functional as F_
@@ -27,8 +27,7 @@ from torch import Tensor, nn
 
 from . import layers as L
 
-Classes = "None | int | Sequence[int] | Tensor"
-Layer = "None | int | str"
+Layer = Union[int, str, None]   # FA-CNN layer L in 1..N, a module name, or None (the last)
 
 
 # -- shared helpers ------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def check_parameters() -> None:
         return
     cells = [c for c in ip.user_ns.get("In", []) if c]
     for i, src in enumerate(cells):
-        if src.lstrip().startswith("# Parameters") and i > 0:
+        if src.startswith("# Parameters\n") and i > 0:
             declared = set(declared_parameters(cells[i - 1]))
             unknown = [n for n in declared_parameters(src) if n not in declared]
             if unknown:

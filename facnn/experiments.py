@@ -42,11 +42,11 @@ def predict(model, x: Tensor) -> tuple[Tensor, Tensor]:
 # -- Theorem 1 -------------------------------------------------------------------------------
 
 def theorem1_study(model, test: D.ArrayDataset, n_images: int, n_show: int = 3,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, n_classes: int = 2) -> dict[str, Any]:
     """Theorem 1 on test images: class maps against Grad-CAM with both targets (score Y^c,
     as the theorem; the L1-normalised probability, to show it differs), for all classes.
-    Plus, for ``n_show`` images, the maps of three classes (label, then the two best other
-    scores) for the figure."""
+    Plus, for ``n_show`` images, the maps of ``n_classes`` classes (the label, then the
+    best-scored others) for the figure."""
     idx = pick(len(test), n_images, seed)
     x = test.normalised(idx)
     score = T.theorem1(model, x, target="score")
@@ -55,7 +55,7 @@ def theorem1_study(model, test: D.ArrayDataset, n_images: int, n_show: int = 3,
     with torch.no_grad():
         s = model(xs).float()
     s[torch.arange(len(ys)), ys] = math.inf        # the label first, then the best others
-    classes = s.argsort(1, descending=True)[:, :3]  # (n_show, 3)
+    classes = s.argsort(1, descending=True)[:, :n_classes]  # (n_show, n_classes)
     fa, gs, gp = [], [], []
     for j in range(classes.shape[1]):
         c = classes[:, j]
@@ -70,40 +70,83 @@ def theorem1_study(model, test: D.ArrayDataset, n_images: int, n_show: int = 3,
                 layer=int(score["layer"]), dataset=test.name)
 
 
-def theorem1_summary(values: dict[str, Any]) -> dict[str, Any]:
-    """Scalars the book quotes: per target, min / mean correlation over defined maps, the
-    share of maps with correlation above 0.999, undefined (constant) maps, max difference."""
-    out = {}
+THEOREM1_KEYS = ("score_min", "score_mean", "score_share", "prob_min", "prob_mean",
+                 "prob_share", "prob_undefined", "n_maps", "score_max_diff")
+
+
+def theorem1_summary(values) -> dict[str, Any]:
+    """The numbers the book quotes, per Grad-CAM target (score, prob): min and mean
+    correlation over defined maps, the share of maps above 0.999, maps where the
+    probability-target Grad-CAM is constant (correlation undefined), the number of maps,
+    and the largest difference of min-max-scaled maps with the score target. A missing
+    result gives a dict of that MissingResult."""
+    if not isinstance(values, dict):
+        return dict.fromkeys(THEOREM1_KEYS, values)
+    out: dict[str, Any] = {}
     for t in ("score", "prob"):
         c = np.asarray(values[f"corr_{t}"], float).ravel()
         ok = c[~np.isnan(c)]
-        out[t] = dict(min=float(ok.min()) if len(ok) else math.nan,
-                      mean=float(ok.mean()) if len(ok) else math.nan,
-                      share_exact=float((ok > 0.999).mean()) if len(ok) else math.nan,
-                      undefined=int(np.isnan(c).sum()), maps=int(c.size),
-                      max_diff=float(np.nanmax(values[f"diff_{t}"])))
+        out[f"{t}_min"] = float(ok.min()) if len(ok) else math.nan
+        out[f"{t}_mean"] = float(ok.mean()) if len(ok) else math.nan
+        out[f"{t}_share"] = float((ok > 0.999).mean()) if len(ok) else math.nan
+        if t == "prob":
+            out["prob_undefined"] = int(np.isnan(c).sum())
+        else:
+            out["n_maps"] = int(c.size)
+    out["score_max_diff"] = float(np.nanmax(values["diff_score"]))
     return out
+
+
+def theorem1_verdict(s: dict[str, Any]) -> str:
+    """One plain sentence or two: does Theorem 1 hold on our model, and what changes with
+    the probability target."""
+    if not isinstance(s.get("score_min"), float):
+        return str(s["score_min"])
+    holds = s["score_min"] > 0.999
+    first = (f"<b>Agrees with the paper.</b> With the score Y<sup>c</sup> as Grad-CAM's target, "
+             f"the averaged class map and Grad-CAM correlate at {s['score_min']:.6f} or more "
+             f"over all {s['n_maps']} maps (the largest difference after min-max scaling is "
+             f"{s['score_max_diff']:.1e}): identical up to float rounding, as Theorem 1 says."
+             if holds else
+             f"<b>Does not agree with the paper.</b> With the score as target the lowest "
+             f"correlation is {s['score_min']:.4f} over {s['n_maps']} maps (Theorem 1 says 1).")
+    second = (f" With the L1-normalised probability as target the maps differ: mean "
+              f"correlation {s['prob_mean']:.3f}, lowest {s['prob_min']:.3f}, "
+              f"{100 * s['prob_share']:.0f} % of maps above 0.999"
+              + (f", {s['prob_undefined']} maps all zero after Grad-CAM's ReLU"
+                 if s["prob_undefined"] else "")
+              + ". The paper's proof differentiates the pre-logit Y<sup>c</sup>, so its claim is "
+              "about the score target.")
+    return first + second
 
 
 # -- Theorem 2 -------------------------------------------------------------------------------
 
-def bounded_increment_study(models: dict[str, Any], test: D.ArrayDataset, n_images: int,
+def bounded_increment_study(model, name: str, test: D.ArrayDataset, n_images: int,
                             seed: int = 0) -> dict[str, Any]:
-    """Theorem 2 on each model (name -> FA-CNN-type model): the per-layer max increment of
-    the rescaled maps S_L against delta = 1/N, and, for the first image, its label's class
-    map of S_0 .. S_N (the morph strip)."""
+    """Theorem 2 on one FA-CNN-type model: per layer the max increment of the rescaled maps
+    S_L^(N) against delta = 1/N and the range check, on ``n_images`` test images; and for
+    the first image its label's class-averaged S_0 .. S_N (the morph strip)."""
     idx = pick(len(test), n_images, seed)
     x = test.normalised(idx)
     label = int(test.labels[idx[0]])
-    rows, out = [], {}
-    for name, model in models.items():
-        r = T.bounded_increment(model, x)
-        rows += [dict(model=name, **row) for row in r["rows"]]
-        s = T.rescaled_features(model, x[:1])                         # [(1, K, h, w)] * (N+1)
-        strip = torch.stack([_class_avg(si, model.num_classes)[0, label] for si in s])
-        out[f"morph_{_key(name)}"] = _np(strip)                        # (N+1, h, w)
-    return dict(out, rows=pd.DataFrame(rows), image=test.images[idx[0]].numpy(), label=label,
-                class_name=test.classes[label], models=list(models), n_images=len(idx))
+    r = T.bounded_increment(model, x)
+    s = T.rescaled_features(model, x[:1])                              # [(1, K, h, w)] * (N+1)
+    strip = torch.stack([_class_avg(si, model.num_classes)[0, label] for si in s])
+    return dict(rows=pd.DataFrame([dict(model=name, **row) for row in r["rows"]]),
+                morph=_np(strip), image=test.images[idx[0]].numpy(), label=label,
+                class_name=test.classes[label], name=name, n_images=len(idx))
+
+
+def combine_bounded(results: dict[str, Any]) -> dict[str, Any] | Any:
+    """Merge per-model results (name -> values, missing ones skipped) for the plot."""
+    ok = {k: v for k, v in results.items() if isinstance(v, dict)}
+    if not ok:
+        return next(iter(results.values()))
+    first = next(iter(ok.values()))
+    return dict(rows=pd.concat([v["rows"] for v in ok.values()], ignore_index=True),
+                models=list(ok), class_name=first["class_name"], image=first["image"],
+                **{"morph_" + _key(k): v["morph"] for k, v in ok.items()})
 
 
 def _class_avg(x: Tensor, c: int) -> Tensor:
@@ -126,18 +169,51 @@ def bounded_increment_summary(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def bounded_increment_numbers(summary, names) -> dict[str, str | None]:
+    """Per model name: "<key>_max" (largest increment) and "<key>_ratio" (over delta), as
+    text for the book; None where the model is missing."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        rows = summary[summary["model"] == name] if isinstance(summary, pd.DataFrame) else []
+        ok = len(rows) > 0
+        out[f"{_key(name)}_max"] = f"{rows['max_increment'].iloc[0]:.4g}" if ok else None
+        out[f"{_key(name)}_ratio"] = f"{rows['increment / delta'].iloc[0]:.2f}" if ok else None
+    return out
+
+
+def bounded_increment_verdict(summary: pd.DataFrame) -> str:
+    """Plain sentences: where the bound holds (FA-CNN) and by how much Vanilla breaks it."""
+    parts = []
+    for _, r in summary.iterrows():
+        ratio = r["increment / delta"]
+        if r["holds"]:
+            parts.append(f"{r['model']}: the largest increment is {r['max_increment']:.4g}, "
+                         f"{ratio:.2f} x delta = 1/N = {r['delta']:.4g}: the bound holds at "
+                         f"every layer")
+        else:
+            parts.append(f"{r['model']}: the largest increment is {r['max_increment']:.4g}, "
+                         f"{ratio:.1f} x delta: no bound")
+    fa = summary[~summary["model"].str.contains("Vanilla")]
+    agree = bool(len(fa)) and bool(fa["holds"].all())
+    head = ("<b>Agrees with the paper</b> for every FA-CNN checked (trained and untrained: the "
+            "bound is structural)." if agree else "<b>Does not agree with the paper.</b>")
+    return head + " " + "; ".join(parts) + "."
+
+
 # -- Figure 4 ------------------------------------------------------------------------------------
 
 def removal_study(model, test: D.ArrayDataset, n_images: int, rise_masks: int, seed: int = 0,
                   methods: Sequence[str] | None = None, orders: Sequence[str] = ("lerf", "morf"),
-                  fractions: Sequence[float] | None = None) -> dict[str, Any]:
+                  fractions: Sequence[float] | None = None,
+                  kocc_window: int | None = None) -> dict[str, Any]:
     """Figure 4: removal curves for every method at the last and an intermediate layer,
     both orders; returns the curves, the AUC table, timings and the benchmark's settings."""
     from . import removal as Rm
     res = Rm.run_benchmark(model, test, methods=tuple(methods or Rm.METHODS),
                            fractions=tuple(fractions or Rm.FRACTIONS), orders=tuple(orders),
                            n_images=n_images, seed=seed,
-                           method_kwargs={"rise": {"n_masks": rise_masks}}, progress=False)
+                           method_kwargs={"rise": {"n_masks": rise_masks},
+                                          "k-occ": {"window": kocc_window}}, progress=False)
     meta = {k: v for k, v in res.meta.items() if k != "indices"}
     return dict(curves=res.table, auc=res.auc, timing=res.timing, meta=meta,
                 indices=np.asarray(res.meta["indices"]))
@@ -172,6 +248,28 @@ def figure4_reading(curves: pd.DataFrame) -> pd.DataFrame:
             rows.append({"order": order.upper(), "the paper says": text, "ours": ours,
                          "holds": "n/a" if holds is None else ("yes" if holds else "no")})
     return pd.DataFrame(rows)
+
+
+def auc_pivot(auc: pd.DataFrame) -> pd.DataFrame:
+    """AUC per curve (rows "fa-cnn @ layer 9", "rise", ...) and order (columns)."""
+    a = auc.copy()
+    a["curve"] = [m if pd.isna(l) else f"{m} @ layer {int(l)}" for m, l in zip(a["method"], a["layer"])]
+    out = a.pivot(index="curve", columns="order", values="auc")
+    out = out.reindex(a["curve"].drop_duplicates())
+    out.columns = [f"AUC {c.upper()}" for c in out.columns]
+    return out.reset_index()
+
+
+def reading_verdict(reading: pd.DataFrame) -> str:
+    """Which order reproduces the paper's reading, and how many of its statements hold."""
+    if reading.empty:
+        return "No removal curves."
+    counts = {o: (int((g["holds"] == "yes").sum()), int((g["holds"] != "n/a").sum()))
+              for o, g in reading.groupby("order", sort=False)}
+    best = max(counts, key=lambda o: counts[o][0])
+    txt = "; ".join(f"{o}: {k} of {n} statements hold" for o, (k, n) in counts.items())
+    return (f"{txt}. The paper's reading (higher is better; perturbation methods can raise "
+            f"accuracy) is a reading of <b>{best}</b> curves on our model.")
 
 
 def _band(s: pd.Series, lo: float, hi: float) -> float:
@@ -291,6 +389,44 @@ def qualitative_study(model, images: Tensor, classes: Tensor, dataset: str,
                 pred=pred.numpy(), conf=_np(conf), p_class=_np(p_cls), rise_masks=rise_masks)
 
 
+def distinct_classes(test: D.ArrayDataset, n: int, seed: int = 0) -> Tensor:
+    """Indices of ``n`` test images of distinct classes (seeded)."""
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))
+    seen, out = set(), []
+    for i in order.tolist():
+        c = int(test.labels[i])
+        if c not in seen:
+            seen.add(c)
+            out.append(i)
+        if len(out) == n:
+            break
+    return torch.tensor(sorted(out))
+
+
+def qualitative_test(model, test: D.ArrayDataset, n: int, seed: int = 0, **kw) -> dict[str, Any]:
+    """Figures 1/5 on ``n`` test images of distinct classes, each with its label's maps."""
+    idx = distinct_classes(test, n, seed)
+    v = qualitative_study(model, test.images[idx], test.labels[idx], test.name, **kw)
+    return dict(v, indices=idx.numpy(), class_names=list(test.classes))
+
+
+def qualitative_photo(model, path: str | Path, class_name: str, class_names: Sequence[str],
+                      dataset: str, size: int = 32, **kw) -> dict[str, Any]:
+    """Figures 1/5 on a photo (e.g. the white stork), resized to the model's input and
+    scored with the class ``class_name`` of the model's dataset (e.g. CIFAR-10 "bird")."""
+    img = load_photo(path, size)
+    c = list(class_names).index(class_name)
+    v = qualitative_study(model, img[None], torch.tensor([c]), dataset, **kw)
+    return dict(v, class_names=list(class_names), photo=Path(path).name)
+
+
+def correlation_table(v: dict[str, Any], labels: Sequence[str]) -> pd.DataFrame:
+    """Per layer (rows), the FA-CNN / Grad-CAM correlation of each image (columns)."""
+    df = pd.DataFrame(np.asarray(v["corr"]).T, columns=list(labels))
+    df.insert(0, "layer", np.asarray(v["layers"]).astype(int))
+    return df
+
+
 # -- the explorer ----------------------------------------------------------------------------
 
 def explore(model, image: Tensor, cls: int, layer: int, fraction: float, order: str,
@@ -313,3 +449,13 @@ def explore(model, image: Tensor, cls: int, layer: int, fraction: float, order: 
                 fa=_np(fa[0, 0]), gc=_np(gc[0, 0]), strip=_np(strip),
                 removed=(D.denormalise(removed[0], dataset) * 255).round().byte().numpy(),
                 before=_np(before), after=_np(after))
+
+
+def explore_example(model, test: D.ArrayDataset, index: int, cls: int | None, layer: int | None,
+                    fraction: float, order: str) -> dict[str, Any]:
+    """The explorer for test image ``index`` (class: its label by default; layer: the
+    middle one by default)."""
+    cls = int(test.labels[index]) if cls is None else cls
+    layer = layer or max(1, model.depth // 2)
+    e = explore(model, test.images[index], cls, layer, fraction, order, test.name)
+    return dict(e, class_names=list(test.classes), index=index)

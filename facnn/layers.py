@@ -123,9 +123,12 @@ class ImageNetStem(nn.Sequential):
 
 
 def max_pool_to(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Max-pool (B, K, H, W) down to ``size`` with kernel = stride = the size ratio."""
-    h, w = x.shape[-2:]
-    if (h, w) == tuple(size):
-        return x
-    kh, kw = h // size[0], w // size[1]
-    return F_.max_pool2d(x, (kh, kw), (kh, kw))
+    """Max-pool (B, K, H, W) down to ``size`` the way the network does: repeated 2x2 pools
+    (floor). One pool with kernel = size ratio would differ when a side is odd (6 -> 3 -> 1
+    reads rows the network never used), and Theorem 2's bound would then not hold."""
+    size = tuple(size)
+    while tuple(x.shape[-2:]) != size:
+        if x.shape[-2] // 2 < size[0] or x.shape[-1] // 2 < size[1]:
+            raise ValueError(f"{tuple(x.shape[-2:])} does not pool down to {size} by 2x2 max-pools")
+        x = F_.max_pool2d(x, 2)
+    return x

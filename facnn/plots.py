@@ -27,7 +27,6 @@ def removal_curves(table, layers=None, orders=None, methods=None, title: str | N
     layer first, as the paper's top panel is layer 24). Methods without a layer (RISE,
     K-OCC, RAND) are drawn in every panel; RAND's band is mean +- one std over seeds.
     """
-    import pandas as pd
     t = getattr(table, "table", table)
     orders = list(orders or [o for o in ("lerf", "morf") if o in set(t["order"])])
     layered = t[t["layer"].notna()]
@@ -43,7 +42,7 @@ def removal_curves(table, layers=None, orders=None, methods=None, title: str | N
                 on_layer = rows[rows["layer"] == layer] if layer is not None else rows.iloc[:0]
                 rows = on_layer if len(on_layer) else rows[rows["layer"].isna()]
                 if len(rows):
-                    _removal_line(ax, rows.sort_values("fraction"), method, pd)
+                    _removal_line(ax, rows.sort_values("fraction"), method)
             ax.set_title(f"{ORDER_TITLE.get(order, order)}" + (f"\nlayer {layer}" if layer else ""),
                          fontsize=9)
             ax.grid(alpha=0.3)
@@ -58,7 +57,7 @@ def removal_curves(table, layers=None, orders=None, methods=None, title: str | N
     return fig
 
 
-def _removal_line(ax, rows, method: str, pd) -> None:
+def _removal_line(ax, rows, method: str) -> None:
     label, colour = REMOVAL_STYLE.get(method, (method, None))
     x, y = rows["fraction"].to_numpy(float), rows["accuracy"].to_numpy(float)
     ax.plot(x, y, marker="o", ms=3, lw=1.5, color=colour, label=label,
@@ -126,7 +125,7 @@ def theorem1_maps(v, title: str | None = None):
     import torch
     names = v["class_names"]
     n, k = v["classes"].shape
-    fig, axes = plt.subplots(n, 1 + 3 * k, figsize=(1.25 * (1 + 3 * k), 1.45 * n + 0.5),
+    fig, axes = plt.subplots(n, 1 + 3 * k, figsize=(1.25 * (1 + 3 * k), 1.75 * n + 0.6),
                              squeeze=False)
     for i in range(n):
         axes[i, 0].imshow(_rgb(v["images"][i]))
@@ -175,8 +174,9 @@ def bounded_increment(v, title: str | None = None):
     rows, models = v["rows"], list(v["models"])
     strips = {m: v["morph_" + "".join(ch if ch.isalnum() else "_" for ch in m)] for m in models}
     n = max(len(s) for s in strips.values()) - 1
-    fig = plt.figure(figsize=(max(8, 0.9 * n + 1.5), 3.2 + 1.0 * len(models)))
-    gs = fig.add_gridspec(1 + len(models), n + 1, height_ratios=[3.2] + [1] * len(models))
+    fig = plt.figure(figsize=(max(7.0, 1.05 * n + 2.6), 3.0 + 1.05 * len(models)))
+    gs = fig.add_gridspec(1 + len(models), n + 2, height_ratios=[3.0] + [1] * len(models),
+                          width_ratios=[1] * n + [0.1, 2.2])
     ax = fig.add_subplot(gs[0, :])
     for m in models:
         r = rows[rows["model"] == m]
@@ -184,7 +184,8 @@ def bounded_increment(v, title: str | None = None):
     delta = float(rows["delta"].iloc[0])
     ax.axhline(delta, color="k", ls="--", lw=1, label=f"delta = 1/N = {delta:.4f}")
     ax.set(xlabel="layer L", ylabel="max |S_L - S_(L-1)|", yscale="log")
-    ax.legend(fontsize=7.5)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3)
     for i, m in enumerate(models):
         s = strips[m][1:]                                    # S_1 .. S_N
@@ -196,10 +197,8 @@ def bounded_increment(v, title: str | None = None):
             a.set_yticks([])
             if i == 0:
                 a.set_title(f"S_{L + 1}", fontsize=7)
-            if L == 0:
-                a.set_ylabel(m, fontsize=7)
-        a = fig.add_subplot(gs[1 + i, len(s)])
-        a.text(0.02, 0.5, f"max {vmax:.3g}", fontsize=7, va="center")
+        a = fig.add_subplot(gs[1 + i, n + 1])
+        a.text(0.0, 0.5, f"{m}\ncolour scale 0 .. {vmax:.3g}", fontsize=7, va="center")
         a.axis("off")
     fig.suptitle(title or f"rescaled maps of class '{v['class_name']}' through depth",
                  fontsize=10)
@@ -207,25 +206,28 @@ def bounded_increment(v, title: str | None = None):
     return fig
 
 
-def layer_maps(v, i: int, class_names, title: str | None = None):
-    """Figures 1/5 for image ``i`` of a facnn.experiments.qualitative_study dict: per layer
-    (columns) the averaged FA-CNN map (top) and Grad-CAM (bottom) with their correlation;
-    on the right the image, RISE and K-OCC."""
+def layer_maps(v, class_names, images=None, title: str | None = None):
+    """Figures 1/5 for a facnn.experiments.qualitative_study dict: for each image a pair of
+    rows, per layer (columns) the averaged FA-CNN map (top) and Grad-CAM (bottom) with
+    their Pearson correlation r; on the right the image, RISE and K-OCC."""
     layers = list(v["layers"])
-    img, c = v["images"][i], int(v["classes"][i])
+    images = list(range(len(v["images"])) if images is None else images)
     n = len(layers)
-    fig, axes = plt.subplots(2, n + 2, figsize=(1.3 * (n + 2), 3.4), squeeze=False)
-    for j, L in enumerate(layers):
-        r = float(v["corr"][i, j])
-        _overlay(axes[0, j], img, v["fa"][i, j], f"layer {L}\nFA-CNN")
-        _overlay(axes[1, j], img, v["gc"][i, j], f"Grad-CAM\nr = {r:.2f}")
-    axes[0, n].imshow(_rgb(img))
-    pred = class_names[int(v["pred"][i])]
-    axes[0, n].set_title(f"class: {class_names[c]}\npredicted: {pred}", fontsize=7.5)
-    axes[0, n].axis("off")
-    axes[1, n].axis("off")
-    _overlay(axes[0, n + 1], img, v["rise"][i], "RISE")
-    _overlay(axes[1, n + 1], img, v["kocc"][i], "K-OCC")
+    fig, axes = plt.subplots(2 * len(images), n + 2, figsize=(1.3 * (n + 2), 3.1 * len(images)),
+                             squeeze=False)
+    for row, i in enumerate(images):
+        img, c = v["images"][i], int(v["classes"][i])
+        top, bot = axes[2 * row], axes[2 * row + 1]
+        for j, L in enumerate(layers):
+            _overlay(top[j], img, v["fa"][i, j], f"layer {L}\nFA-CNN")
+            _overlay(bot[j], img, v["gc"][i, j], f"Grad-CAM\nr = {float(v['corr'][i, j]):.2f}")
+        top[n].imshow(_rgb(img))
+        pred = class_names[int(v["pred"][i])]
+        top[n].set_title(f"class: {class_names[c]}\npredicted: {pred}", fontsize=7.5)
+        top[n].axis("off")
+        bot[n].axis("off")
+        _overlay(top[n + 1], img, v["rise"][i], "RISE")
+        _overlay(bot[n + 1], img, v["kocc"][i], "K-OCC")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

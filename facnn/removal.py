@@ -170,12 +170,13 @@ def _perturbed(images: Tensor, fills: Tensor, ranks: Tensor, counts: Tensor,
     return torch.where(removed, fill, images[b_idx])
 
 
-def _pairs(n_fractions: int, batch: int, chunk: int) -> Iterator[tuple[Tensor, Tensor]]:
+def _pairs(fraction_idx: Sequence[int], batch: int, chunk: int) -> Iterator[tuple[Tensor, Tensor]]:
     """(fraction index, image index) pairs, fraction-major, in chunks of ``chunk``."""
-    total = n_fractions * batch
+    fi = torch.as_tensor(list(fraction_idx), dtype=torch.long)
+    total = len(fi) * batch
     for start in range(0, total, chunk):
         k = torch.arange(start, min(start + chunk, total))
-        yield k // batch, k % batch
+        yield fi[k // batch], k % batch
 
 
 def _prepare(images, maps, fractions, order, fill, classes, num_classes, dataset, blur_sigma,
@@ -230,7 +231,7 @@ def removal_curve(model, images: Tensor, labels: Tensor, maps: Tensor,
                   fractions: Sequence[float] | Tensor = FRACTIONS, order: str = "lerf",
                   fill: str = "mean", batch_size: int = 256, classes: Tensor | None = None,
                   dataset: str | None = None, blur_sigma: float | None = None,
-                  tie_break: str = "random") -> Curve:
+                  tie_break: str = "random", cache: dict | None = None) -> Curve:
     """Top-1 accuracy after removing each fraction of every image's pixels (PAPER 5.2).
 
     Args:
@@ -244,6 +245,9 @@ def removal_curve(model, images: Tensor, labels: Tensor, maps: Tensor,
         fill: "mean", "blur" or "zero" (see the module docstring); "zero" needs ``dataset``.
         batch_size: images per forward pass; all F*B perturbed images go through in
             ceil(F*B / batch_size) passes.
+        cache: a dict shared by curves over the SAME images, labels and fill: the results
+            at 0 and at all pixels removed do not depend on the map, so they are computed
+            once and reused (run_benchmark passes one).
     """
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels must be (B,) = ({images.shape[0]},), got {tuple(labels.shape)}")
@@ -251,22 +255,25 @@ def removal_curve(model, images: Tensor, labels: Tensor, maps: Tensor,
     f, ranks, counts, fills = _prepare(images, maps, fractions, order, fill, classes,
                                        getattr(model, "num_classes", None), dataset, blur_sigma,
                                        tie_break)
-    b = images.shape[0]
+    b, p = ranks.shape
+    ends = {i: c for i, c in enumerate(counts.tolist()) if cache is not None and c in (0, p)}
+    todo = [i for i in range(len(f)) if i not in ends or ends[i] not in cache]
+    correct = torch.zeros(len(f), b, dtype=torch.bool)
+    scores = torch.zeros(len(f), b)
     labels = labels.to(images.device)
-    correct = torch.empty(len(f) * b, dtype=torch.bool)
-    scores = torch.empty(len(f) * b)
     was_training = model.training
     model.eval()
-    start = 0
-    for f_idx, b_idx in _pairs(len(f), b, batch_size):
+    for f_idx, b_idx in _pairs(todo, b, batch_size):
         out = model(_perturbed(images, fills, ranks, counts, f_idx, b_idx))      # (n, C)
         y = labels[b_idx]
-        n = len(b_idx)
-        correct[start:start + n] = (out.argmax(1) == y).cpu()
-        scores[start:start + n] = out.gather(1, y[:, None])[:, 0].float().cpu()
-        start += n
+        correct[f_idx, b_idx] = (out.argmax(1) == y).cpu()
+        scores[f_idx, b_idx] = out.gather(1, y[:, None])[:, 0].float().cpu()
     model.train(was_training)
-    correct, scores = correct.view(len(f), b), scores.view(len(f), b)
+    for i, c in ends.items():                       # map-independent end points
+        if c in cache:
+            correct[i], scores[i] = cache[c]
+        else:
+            cache[c] = (correct[i].clone(), scores[i].clone())
     return Curve(f, correct.double().mean(1), correct, scores)
 
 
@@ -291,10 +298,11 @@ class BenchmarkResult:
     """What :func:`run_benchmark` returns.
 
     table:    one row per (method, layer, order, fraction): accuracy (mean over seeds for
-              RAND), accuracy_std (spread over seeds; NaN for one seed), n images, n_seeds.
+              RAND), n images, accuracy_std (spread over seeds; NaN for one seed), n_seeds.
     per_seed: the same before averaging, with a ``seed`` column (seed NaN: not seeded).
     auc:      one row per curve: (method, layer, order) -> auc (mean over seeds), auc_std.
-    timing:   one row per method: seconds for its maps and for its curves.
+    timing:   one row per method: seconds for its maps and for its curves (the first
+              method's curves also pay for fractions 0 and 1, which every curve shares).
     meta:     the benchmark's own settings (fractions, images, fill, kwargs, ...).
 
     ``layer`` is the FA-CNN layer (1..N) for layered methods (fa-cnn, grad-cam) and <NA>
@@ -390,11 +398,12 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
         clean = torch.cat([model(x[s:s + batch_size]).argmax(1) for s in range(0, len(x), batch_size)])
     classes = y if target == "label" else clean
 
-    rows, timing = [], []
+    rows, timing, ends = [], [], {}            # ends: fractions 0 and 1, shared by all curves
     for method in methods:
         t_maps, t_curves, kw = 0.0, 0.0, method_kwargs.get(method, {})
         variants = _variants(method, layers, rand_seeds)
-        bar = _bar(method, len(variants) * (math.ceil(len(x) / map_batch) + len(orders)), progress)
+        chunks = 1 if method == "random" else math.ceil(len(x) / map_batch)   # see compute_maps
+        bar = _bar(method, len(variants) * (chunks + len(orders)), progress)
         for layer, s in variants:
             t0 = time.perf_counter()
             extra = {"seed": s} if s is not None else {}
@@ -403,7 +412,7 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
             for order in orders:
                 t0 = time.perf_counter()
                 curve = removal_curve(model, x, y, maps.to(device), f, order, fill, batch_size,
-                                      dataset=dataset.name, blur_sigma=blur_sigma)
+                                      dataset=dataset.name, blur_sigma=blur_sigma, cache=ends)
                 t_curves += time.perf_counter() - t0
                 rows += _curve_rows(curve, method, layer, order, s)
                 bar.update(1)
@@ -448,8 +457,8 @@ _KEYS = ["method", "layer", "order"]
 def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
     """Mean and spread (sample std) over seeds of each (method, layer, order, fraction)."""
     g = per_seed.groupby(_KEYS + ["fraction"], dropna=False, sort=False)
-    out = g.agg(accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
-                n=("n", "first"), n_seeds=("accuracy", "size")).reset_index()
+    out = g.agg(accuracy=("accuracy", "mean"), n=("n", "first"),
+                accuracy_std=("accuracy", "std"), n_seeds=("accuracy", "size")).reset_index()
     return _tidy(out)
 
 

@@ -70,11 +70,15 @@ PLAN: dict[str, list[tuple[str, str, str]]] = {
     "paper": [(d, m, r) for d in ("cifar10", "cifar100", "imagenet100") for m, r in _ALL],
 }
 
-# Per-profile sizes of the attribution chapters (parameters of notebooks 02-06 default to these).
+# Per-profile sizes of the attribution chapters (parameters of notebooks 02-06 default to
+# these). kocc_window None = facnn.attribution's default (image side / 8).
 ANALYSIS = {
-    "smoke": dict(n_images=16, n_removal=40, rise_masks=300, n_show=3, n_qualitative=2),
-    "cpu": dict(n_images=200, n_removal=1000, rise_masks=2000, n_show=3, n_qualitative=3),
-    "paper": dict(n_images=500, n_removal=1000, rise_masks=4000, n_show=3, n_qualitative=3),
+    "smoke": dict(n_images=16, n_removal=24, rise_masks=100, kocc_window=8, n_show=3,
+                  n_qualitative=2),
+    "cpu": dict(n_images=200, n_removal=1000, rise_masks=2000, kocc_window=None, n_show=3,
+                n_qualitative=3),
+    "paper": dict(n_images=500, n_removal=1000, rise_masks=4000, kocc_window=None, n_show=3,
+                  n_qualitative=3),
 }
 
 
@@ -354,10 +358,9 @@ class Study:
         if key not in self._models:
             cfg = self.config(model, recipe, dataset)
             ckpt = self.run_dir(cfg) / "checkpoint.pt"
-            if not ckpt.exists():
-                s = self.summary(model, recipe, dataset)
-                if is_missing(s):
-                    raise s
+            s = self.summary(model, recipe, dataset)   # only finished runs are used
+            if is_missing(s):
+                raise s
             if not ckpt.exists():   # finished run whose checkpoint was not committed
                 raise MissingResult(
                     f"the weights of {cfg.run_name()} (profile {cfg.profile})",
@@ -366,6 +369,53 @@ class Study:
             from .train import load_trained
             self._models[key] = load_trained(cfg, self.device)
         return self._models[key]
+
+    def run_status(self, runs: Mapping[tuple[str, str, str], Any]) -> pd.DataFrame:
+        """One row per run: done or missing, accuracy, epochs, wall time, config hash, and
+        the command that (re)makes it."""
+        rows = []
+        for (d, m, r), s in runs.items():
+            cfg = self.config(m, r, d)
+            done = not is_missing(s)
+            rows.append({"dataset": DATASET_NAMES.get(d, d), "model": m, "recipe": r,
+                         "status": "done" if done else "missing",
+                         "accuracy (%)": round(100 * s["accuracy"], 2) if done else None,
+                         "epochs": s["epochs"] if done else None,
+                         "wall time (min)": round(s["wall_s"] / 60, 1) if done else None,
+                         "config": cfg.hash(), "command": train_command(cfg)})
+        return pd.DataFrame(rows)
+
+    def histories(self, runs: Mapping[tuple[str, str, str], Any]):
+        """label -> per-epoch metrics of each finished run; MissingResult when none is."""
+        out = {}
+        for (d, m, r), s in runs.items():
+            if not is_missing(s):
+                h = self.history(m, r, d)
+                if not is_missing(h):
+                    out[f"{d} {m}" + (" (standard)" if r == "standard" else "")] = h
+        if not out:
+            return MissingResult(f"every training run of profile {self.profile}",
+                                 [train_command(self.config(m, r, d)) for d, m, r in runs])
+        return out
+
+    def provenance_of(self, runs: Mapping[tuple[str, str, str], Any]) -> Provenance:
+        """One provenance line for a table built from several runs."""
+        return Provenance.of([self.provenance(m, r, d) for (d, m, r), s in runs.items()
+                              if not is_missing(s)] or [self.provenance()])
+
+    def describe(self) -> str:
+        """What this profile shrank against the paper, in one sentence per dataset."""
+        parts = []
+        for d in dict.fromkeys(d for d, _, _ in self.plan()):
+            c, p = self.config("fa-pool", dataset=d), preset("paper", d, "fa-pool")
+            parts.append(
+                f"{DATASET_NAMES.get(d, d)}: FA-CNN N={c.depth} layers, max-pool every "
+                f"{c.pool_every}, R={c.maps_per_class} maps per class (K={c.channels}), "
+                f"{c.epochs} epochs, ResNet width {c.resnet_width}"
+                + ("" if d == "shapes" else
+                   f" (the paper: N={p.depth}, pool every {p.pool_every}, R={p.maps_per_class}"
+                   f" (K={p.channels}), {p.epochs} epochs, width {p.resnet_width})"))
+        return f"Profile {self.profile}. " + "; ".join(parts) + "."
 
     def untrained(self, model: str = "fa-pool", seed: int = 0):
         """A freshly initialised model of the profile (Theorem 2 holds for any weights)."""
@@ -404,13 +454,24 @@ class Study:
     def analysis_dir(self, name: str, key: str) -> Path:
         return self.results_dir / self.profile / "analysis" / f"{name}-{key}"
 
+    def run_id(self, model: str, recipe: str = "minimal", trained: bool = True) -> str:
+        """A run's identity for cache keys: its config hash, and for a trained model the
+        time its training finished (a retrained run invalidates what was computed from it)."""
+        cfg = self.config(model, recipe)
+        path = self.run_dir(cfg) / "summary.json"
+        if not trained or not path.exists():
+            return cfg.hash()
+        return f"{cfg.hash()}@{json.loads(path.read_text()).get('finished', '?')}"
+
     def cached(self, name: str, params: Mapping[str, Any], compute: Callable[[], Mapping[str, Any]],
-               models: Sequence[str] = ("fa-pool",)):
+               models: Sequence[str] = ("fa-pool",), trained: bool = True):
         """``compute()``'s result, stored under results/<profile>/analysis/<name>-<key>/ where
-        key hashes ``params`` and the config hashes of ``models``. Returns (values dict,
-        Provenance), or the MissingResult that compute raised (nothing is stored then)."""
-        hashes = {m: self.config(*m.split("/")).hash() for m in models}
-        folder = self.analysis_dir(name, key_hash({"params": _plain(dict(params)), "runs": hashes}))
+        key hashes ``params`` and the identity of the runs of ``models`` ("model" or
+        "model/recipe"; ``trained=False`` for freshly initialised ones). Returns (values
+        dict, Provenance), or the MissingResult that compute raised (nothing is stored)."""
+        ids = {m: self.run_id(*m.split("/"), trained=trained) for m in models}
+        hashes = {m: i.split("@")[0] for m, i in ids.items()}
+        folder = self.analysis_dir(name, key_hash({"params": _plain(dict(params)), "runs": ids}))
         if (folder / "meta.json").exists() and not self.fresh:
             values, meta = load_entry(folder)
             return values, Provenance(**meta["provenance"])
@@ -419,7 +480,7 @@ class Study:
         except MissingResult as m:
             return m
         prov = Provenance(self.profile, ",".join(hashes.values()), git_commit(), now())
-        save_entry(folder, values, {"name": name, "params": _plain(dict(params)), "runs": hashes,
+        save_entry(folder, values, {"name": name, "params": _plain(dict(params)), "runs": ids,
                                     "provenance": asdict(prov)})
         return values, prov
 

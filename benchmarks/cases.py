@@ -1,0 +1,101 @@
+"""The models and images every section measures, and the sizes of each mode."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F_
+from torch import Tensor, nn
+
+from facnn import layers as L
+from facnn.config import preset
+from facnn.models import FACNN, model_from_config
+
+# One dict per mode: every number that sets the cost of a run (cf. airbench's `hyp`).
+#   profile, size: the FA-CNN preset and the input side; rounds: timed rounds per comparison
+#   maps_cases: (C, images) of section 1; lib_classes: classes the libraries loop over per round
+#   rise_n, rise_images, rise_rounds: RISE maps/s (and class_maps against it)
+#   rise_ref_n: masks for ours vs the reference loops (2 images)
+#   occ_images, window, stride: K-OCC vs Captum; removal_images: images of the removal curves
+#   train_* / paper_*: batch, steps per round and rounds at the profile's and at paper size
+SIZES = {
+    "full": dict(profile="cpu", size=32, classes=(10, 100), rounds=5,
+                 maps_cases=((10, 8), (100, 2)), lib_classes=10,
+                 rise_n=4000, rise_images=1, rise_rounds=3, rise_ref_n=48,
+                 occ_images=2, window=4, stride=2, removal_images=64,
+                 train_batch=64, train_steps=2, train_rounds=5,
+                 paper_profile="paper", paper_batch=8, paper_steps=1, paper_rounds=3,
+                 compile=True),
+    "quick": dict(profile="cpu", size=32, classes=(10, 100), rounds=3,
+                  maps_cases=((10, 4), (100, 1)), lib_classes=5,
+                  rise_n=1000, rise_images=1, rise_rounds=1, rise_ref_n=16,
+                  occ_images=1, window=4, stride=2, removal_images=16,
+                  train_batch=32, train_steps=1, train_rounds=3,
+                  paper_profile="paper", paper_batch=2, paper_steps=1, paper_rounds=2,
+                  compile=False),
+    # for tests/test_bench.py: the whole pipeline on toy sizes in seconds
+    "tiny": dict(profile="smoke", size=16, classes=(3, 10), rounds=2,
+                 maps_cases=((3, 2), (10, 2)), lib_classes=10,
+                 rise_n=64, rise_images=1, rise_rounds=1, rise_ref_n=8,
+                 occ_images=1, window=4, stride=4, removal_images=4,
+                 train_batch=8, train_steps=1, train_rounds=2,
+                 paper_profile="smoke", paper_batch=2, paper_steps=1, paper_rounds=1,
+                 compile=False),
+}
+
+DATASET = {10: "cifar10", 100: "cifar100", 3: "cifar10"}
+
+
+def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights and random BatchNorm statistics (so eval-mode BN is no identity and
+    a check sees the whole layer), in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+    return model.eval()
+
+
+def facnn(profile: str, num_classes: int, seed: int = 0, **overrides) -> FACNN:
+    """FA-CNN (pooling head) at a profile's size, for ``num_classes`` classes:
+    cpu: N = 9, pool after 3 and 6, R = 6 for C = 10 and R = 1 for C = 100."""
+    cfg = preset(profile, DATASET.get(num_classes, "cifar100"), "fa-pool", **overrides)
+    torch.manual_seed(seed)
+    if num_classes not in (10, 100):           # toy class counts (tests)
+        from facnn.models import build_model
+        return seeded(build_model("fa-pool", num_classes, maps_per_class=cfg.maps_per_class,
+                                  depth=cfg.depth, pool_every=cfg.pool_every), seed)
+    return seeded(model_from_config(cfg), seed)
+
+
+def shape_text(model: FACNN, size: int) -> str:
+    return (f"FA-CNN N={model.depth}, K={model.width} (C={model.num_classes} x "
+            f"R={model.maps_per_class}), pool after every {model.pool_every}, {size}x{size} input")
+
+
+def images(n: int, size: int = 32, seed: int = 1) -> Tensor:
+    """Normalised-space images (B, 3, size, size): seeded standard normal."""
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+class BareStack(nn.Module):
+    """FA-CNN without its dampened skip: X_L = ReLU(BN(Conv3x3(X_{L-1}))), the same convs,
+    BatchNorms, max-pools and pooling head, so the two differ only by the skip's
+    elementwise work (1 - b_L) X_{L-1} + b_L tanh(F) that FA-CNN adds per layer."""
+
+    def __init__(self, like: FACNN):
+        super().__init__()
+        self.num_classes, self.depth, self.pool_every = like.num_classes, like.depth, like.pool_every
+        self.layers = nn.ModuleList(L.ConvBN(m.f[0].in_channels, m.f[0].out_channels)
+                                    for m in like.layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, f in enumerate(self.layers, 1):
+            x = torch.relu(f(x))
+            if i % self.pool_every == 0 and i < self.depth:
+                x = F_.max_pool2d(x, 2)
+        return L.class_pool(x, self.num_classes)
+
+    def loss(self, scores: Tensor, y: Tensor) -> Tensor:
+        return L.l1_nll_loss(scores, y)
