@@ -24,8 +24,10 @@ test: $(STAMP)
 book: $(STAMP)
 	FRESH=$(FRESH) $(PY) -m facnn.book --profile $(PROFILE)
 
+# make bench: speed ratios against pytorch-grad-cam, Captum and Quantus (~8 min on 2 cores);
+# BENCH_ARGS="--quick" for a one-minute version, "--threads 1" on a busy machine.
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf _build executed

@@ -44,6 +44,14 @@ SIZES = {
 DATASET = {10: "cifar10", 100: "cifar100", 3: "cifar10"}
 
 
+def default_batch(fn, fallback: int = 64) -> int:
+    """The images-per-forward default of one of our functions (its ``batch_size``), so the
+    libraries are given the same; ``fallback`` when the default is None (device-dependent)."""
+    import inspect
+    d = inspect.signature(fn).parameters["batch_size"].default
+    return fallback if d is None or d is inspect.Parameter.empty else int(d)
+
+
 def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random weights and random BatchNorm statistics (so eval-mode BN is no identity and
     a check sees the whole layer), in eval mode."""

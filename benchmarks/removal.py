@@ -7,8 +7,9 @@ pixels per step, and it requires the pixel count P to be a multiple of 3 m; the 
 fraction k/9. Maps with distinct values (a random permutation), most relevant first; the
 fill is the constant 0 (our "mean" fill); Quantus records the score of the true class,
 which ``removal_curve`` keeps in ``Curve.scores``. Both evaluate the same 9 B perturbed
-images, 256 per forward. A third timing, the bare forwards of those images, shows how much
-of either is the model itself.
+images, at most ``batch_size`` (our default) per forward: Quantus can only batch the B
+images of one step, we batch across steps. A third timing, the bare forwards of those
+images, shows how much of either is the model itself.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def run(report: Report, sizes: dict, device: torch.device) -> None:
     size, steps = full * 3 // 4, 9                      # 24x24 crops of 32x32 images
     pixels = size * size
     m = pixels // steps                                 # 64 pixels per step at 24x24
-    b, batch = sizes["removal_images"], 256
+    b, batch = sizes["removal_images"], cases.default_batch(R.removal_curve)
     lo = (full - size) // 2
     x = cases.images(b, full, seed=4)[..., lo:lo + size, lo:lo + size].contiguous().to(device)
     y = torch.arange(b, device=device) % model.num_classes
@@ -47,7 +48,7 @@ def run(report: Report, sizes: dict, device: torch.device) -> None:
                                device=str(device), channel_first=True, batch_size=batch))
 
     def ours():
-        return R.removal_curve(model, x, y, maps.to(device), fractions, "morf", "mean", batch)
+        return R.removal_curve(model, x, y, maps.to(device), fractions, "morf", "mean")
 
     perturbed = R.remove_pixels(x, maps.to(device), fractions, "morf").flatten(0, 1)   # (9 B, 3, h, w)
 

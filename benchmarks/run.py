@@ -59,7 +59,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default=None, help="JSON path (default: "
                                                 "results/benchmarks/<host kind>.json)")
     ap.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's, one per core); on a machine "
+                         "busy with other work, 1 gives steadier ratios")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
@@ -69,6 +74,10 @@ def main(argv: list[str] | None = None) -> dict:
     report = Report()
     started, t0 = time.strftime("%Y-%m-%d %H:%M:%S"), time.perf_counter()
     load_start = load_average()
+    if load_start and load_start[0] > bench.cpu_count():
+        report.note(f"the machine was busy: load average {load_start[0]} on {bench.cpu_count()} "
+                    f"CPUs at the start, so the times are noisy; the ratios (same process, "
+                    f"interleaved rounds) are what to read")
     section_s, failed = {}, []
     for name in args.sections:
         print(f"[bench] {name} ...", flush=True)
@@ -112,7 +121,7 @@ def _summary(doc: dict, out: Path) -> None:
     for c in doc["comparisons"]:
         r, goal = c["ratio"], bench._goal_text(c)
         met = "" if c["goal_met"] is None else ("  met" if c["goal_met"] else "  MISSED")
-        print(f"  {c['case']:<28} {c['fast']:>14} vs {c['slow']:<22} x{r['median']:<9.3g} "
+        print(f"  {c['case']:<30} {c['fast']:>23} vs {c['slow']:<22} x{r['median']:<8.3g} "
               f"[{r['q25']:.3g}, {r['q75']:.3g}]  {goal}{met}")
     for c in doc["checks"]:
         print(f"  check {'ok  ' if c['passed'] else 'FAIL'} {c['name']} "

@@ -157,6 +157,15 @@ def publish_note(key: str, html: str, kind: str = "note") -> None:
     _glue(key, Note(html, kind))
 
 
+def missing_list(items: Mapping[str, Any], lead: str = "Not available at this profile") -> str:
+    """HTML: what is missing, one line each, with the first command that makes it; or
+    "" when nothing is."""
+    rows = [f"<li>{escape(name)}: <code>{escape(m.commands[0])}</code></li>" if m.commands
+            else f"<li>{escape(name)}: {escape(m.what)}</li>"
+            for name, m in items.items() if is_missing(m)]
+    return f"{lead}:<ul>{''.join(rows)}</ul>" if rows else ""
+
+
 def provenance_text(prov: Provenance | None) -> str:
     return prov.line() if prov else "missing"
 

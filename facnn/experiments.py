@@ -51,7 +51,8 @@ def theorem1_study(model, test: D.ArrayDataset, n_images: int, n_show: int = 3,
     x = test.normalised(idx)
     score = T.theorem1(model, x, target="score")
     prob = T.theorem1(model, x, target="probability")
-    xs, ys = x[:n_show], test.labels[idx[:n_show]]
+    show = _distinct(test.labels[idx], n_show, seed)               # positions in idx
+    xs, ys = x[show], test.labels[idx[show]]
     with torch.no_grad():
         s = model(xs).float()
     s[torch.arange(len(ys)), ys] = math.inf        # the label first, then the best others
@@ -65,7 +66,7 @@ def theorem1_study(model, test: D.ArrayDataset, n_images: int, n_show: int = 3,
     out = {k: _np(torch.stack(v, 1)) for k, v in (("fa", fa), ("gc_score", gs), ("gc_prob", gp))}
     return dict(out, corr_score=_np(score["corr"]), corr_prob=_np(prob["corr"]),
                 diff_score=_np(score["max_abs_diff"]), diff_prob=_np(prob["max_abs_diff"]),
-                images=test.images[idx[:n_show]].numpy(), labels=ys.numpy(),
+                images=test.images[idx[show]].numpy(), labels=ys.numpy(),
                 classes=classes.numpy(), indices=idx.numpy(), class_names=list(test.classes),
                 layer=int(score["layer"]), dataset=test.name)
 
@@ -166,7 +167,8 @@ def bounded_increment_summary(rows: pd.DataFrame) -> pd.DataFrame:
                 worst_margin=("increment_margin", "min"), holds=("holds", "all"),
                 layers=("layer", "max")).reset_index()
     out["increment / delta"] = out["max_increment"] / out["delta"]
-    return out
+    return out[["model", "max_increment", "delta", "increment / delta", "holds", "worst_margin",
+                "layers"]]
 
 
 def bounded_increment_numbers(summary, names) -> dict[str, str | None]:
@@ -195,8 +197,10 @@ def bounded_increment_verdict(summary: pd.DataFrame) -> str:
                          f"{ratio:.1f} x delta: no bound")
     fa = summary[~summary["model"].str.contains("Vanilla")]
     agree = bool(len(fa)) and bool(fa["holds"].all())
-    head = ("<b>Agrees with the paper</b> for every FA-CNN checked (trained and untrained: the "
-            "bound is structural)." if agree else "<b>Does not agree with the paper.</b>")
+    names = ", ".join(fa["model"])
+    head = (f"<b>Agrees with the paper</b> for every FA-CNN checked ({names}): the bound is "
+            f"structural, it holds whatever the weights." if agree else
+            "<b>Does not agree with the paper.</b>")
     return head + " " + "; ".join(parts) + "."
 
 
@@ -389,18 +393,19 @@ def qualitative_study(model, images: Tensor, classes: Tensor, dataset: str,
                 pred=pred.numpy(), conf=_np(conf), p_class=_np(p_cls), rise_masks=rise_masks)
 
 
+def _distinct(labels: Tensor, n: int, seed: int = 0) -> Tensor:
+    """Positions of ``n`` labels of distinct classes, in a seeded random order (fewer
+    distinct classes than ``n``: the rest repeat classes), sorted."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).tolist()
+    seen: set[int] = set()
+    out = [i for i in order if not (int(labels[i]) in seen or seen.add(int(labels[i])))][:n]
+    out += [i for i in order if i not in out][:n - len(out)]
+    return torch.tensor(sorted(out))
+
+
 def distinct_classes(test: D.ArrayDataset, n: int, seed: int = 0) -> Tensor:
     """Indices of ``n`` test images of distinct classes (seeded)."""
-    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))
-    seen, out = set(), []
-    for i in order.tolist():
-        c = int(test.labels[i])
-        if c not in seen:
-            seen.add(c)
-            out.append(i)
-        if len(out) == n:
-            break
-    return torch.tensor(sorted(out))
+    return _distinct(test.labels, n, seed)
 
 
 def qualitative_test(model, test: D.ArrayDataset, n: int, seed: int = 0, **kw) -> dict[str, Any]:

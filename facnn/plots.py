@@ -213,7 +213,7 @@ def layer_maps(v, class_names, images=None, title: str | None = None):
     layers = list(v["layers"])
     images = list(range(len(v["images"])) if images is None else images)
     n = len(layers)
-    fig, axes = plt.subplots(2 * len(images), n + 2, figsize=(1.3 * (n + 2), 3.1 * len(images)),
+    fig, axes = plt.subplots(2 * len(images), n + 2, figsize=(1.3 * (n + 2), 3.5 * len(images)),
                              squeeze=False)
     for row, i in enumerate(images):
         img, c = v["images"][i], int(v["classes"][i])

@@ -36,29 +36,14 @@ import pandas as pd
 
 from . import data as D
 from .config import Config, preset
+from .config import table1_cells as _cells
 
 ROOT = Path(__file__).resolve().parents[1]   # the checkout (facnn is installed editable)
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet100": "ImageNet-100",
                  "shapes": "shapes (synthetic)"}
 
-# Table 1 rows in the paper's order: (model, recipe, the paper's label)
-TABLE1_ROWS = [("fa-pool", "minimal", "FA-CNN (Pooling head)"),
-               ("fa-linear", "minimal", "FA-CNN (Linear head)"),
-               ("vanilla", "minimal", "Vanilla-CNN"),
-               ("resnet18", "minimal", "ResNet-18 (minimal)"),
-               ("resnet50", "minimal", "ResNet-50 (minimal)"),
-               ("resnet18", "standard", "ResNet-18 (standard)"),
-               ("resnet50", "standard", "ResNet-50 (standard)")]
-
-# SPEC 6: the paper's Table 1, top-1 validation accuracy (%). Shown only as the paper's.
-PAPER_TABLE1 = {
-    "cifar10": [93.13, 93.80, 92.97, 93.57, 91.50, 94.89, 94.49],
-    "cifar100": [77.03, 75.32, 75.07, 73.96, 72.45, 77.31, 78.10],
-    "imagenet100": [81.78, 77.50, 76.98, 77.74, 76.76, 83.44, 82.96],
-}
-
-_ALL = [(m, r) for m, r, _ in TABLE1_ROWS]
+_ALL = _cells("paper", "cifar10")   # Table 1's rows: (model, recipe), the paper's order
 _CPU10 = [("fa-pool", "minimal"), ("fa-linear", "minimal"), ("vanilla", "minimal"),
           ("resnet18", "minimal"), ("resnet18", "standard")]
 _FA3 = _CPU10[:3]
@@ -75,7 +60,9 @@ PLAN: dict[str, list[tuple[str, str, str]]] = {
 ANALYSIS = {
     "smoke": dict(n_images=16, n_removal=24, rise_masks=100, kocc_window=8, n_show=3,
                   n_qualitative=2),
-    "cpu": dict(n_images=200, n_removal=1000, rise_masks=2000, kocc_window=None, n_show=3,
+    # cpu: RISE's cost is n_removal x rise_masks forward passes (500k here, about an hour
+    # on 2 cores at the cpu profile's size); issue 6 settles these against its time budget
+    "cpu": dict(n_images=200, n_removal=1000, rise_masks=500, kocc_window=None, n_show=3,
                 n_qualitative=3),
     "paper": dict(n_images=500, n_removal=1000, rise_masks=4000, kocc_window=None, n_show=3,
                   n_qualitative=3),
@@ -372,7 +359,7 @@ class Study:
 
     def run_status(self, runs: Mapping[tuple[str, str, str], Any]) -> pd.DataFrame:
         """One row per run: done or missing, accuracy, epochs, wall time, config hash, and
-        the command that (re)makes it."""
+        for a missing run the command that makes it."""
         rows = []
         for (d, m, r), s in runs.items():
             cfg = self.config(m, r, d)
@@ -382,7 +369,7 @@ class Study:
                          "accuracy (%)": round(100 * s["accuracy"], 2) if done else None,
                          "epochs": s["epochs"] if done else None,
                          "wall time (min)": round(s["wall_s"] / 60, 1) if done else None,
-                         "config": cfg.hash(), "command": train_command(cfg)})
+                         "config": cfg.hash(), "command": "" if done else train_command(cfg)})
         return pd.DataFrame(rows)
 
     def histories(self, runs: Mapping[tuple[str, str, str], Any]):
@@ -394,8 +381,11 @@ class Study:
                 if not is_missing(h):
                     out[f"{d} {m}" + (" (standard)" if r == "standard" else "")] = h
         if not out:
-            return MissingResult(f"every training run of profile {self.profile}",
-                                 [train_command(self.config(m, r, d)) for d, m, r in runs])
+            (d, m, r), *rest = runs
+            return MissingResult(f"learning curves: no training run of profile {self.profile} "
+                                 f"has finished", [train_command(self.config(m, r, d))],
+                                 f"this is the first of {len(runs)} runs; the runs table "
+                                 f"lists every command" if rest else "")
         return out
 
     def provenance_of(self, runs: Mapping[tuple[str, str, str], Any]) -> Provenance:
@@ -415,7 +405,7 @@ class Study:
                 + ("" if d == "shapes" else
                    f" (the paper: N={p.depth}, pool every {p.pool_every}, R={p.maps_per_class}"
                    f" (K={p.channels}), {p.epochs} epochs, width {p.resnet_width})"))
-        return f"Profile {self.profile}. " + "; ".join(parts) + "."
+        return "; ".join(parts) + "."
 
     def untrained(self, model: str = "fa-pool", seed: int = 0):
         """A freshly initialised model of the profile (Theorem 2 holds for any weights)."""
@@ -483,74 +473,3 @@ class Study:
         save_entry(folder, values, {"name": name, "params": _plain(dict(params)), "runs": ids,
                                     "provenance": asdict(prov)})
         return values, prov
-
-
-# -- Table 1 --------------------------------------------------------------------------------
-
-def table1(runs: Mapping[tuple[str, str, str], Any], profile: str) -> pd.DataFrame:
-    """Table 1: our top-1 accuracy (%) per dataset run at this profile, beside the paper's.
-
-    ``runs`` maps (dataset, model, recipe) to a summary dict or a MissingResult. Cells of
-    runs not in the profile's plan read "not run"; planned runs without results "missing".
-    """
-    datasets = list(dict.fromkeys(d for d, _, _ in runs))
-    rows = []
-    for model, recipe, label in TABLE1_ROWS:
-        row = {"Method": label}
-        for d in datasets:
-            s = runs.get((d, model, recipe))
-            col = f"ours: {DATASET_NAMES.get(d, d)} ({profile})"
-            if s is None:
-                row[col] = "not run"
-            elif is_missing(s):
-                row[col] = "missing"
-            else:
-                row[col] = f"{100 * s['accuracy']:.2f}"
-        for d, values in PAPER_TABLE1.items():
-            row[f"paper: {DATASET_NAMES[d]}"] = f"{values[_ALL.index((model, recipe))]:.2f}"
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-# Issue 6's three questions: (question, run a, run b, the answer "yes" given 100 (a - b))
-QUESTIONS = [
-    ("Does the pooling head cost accuracy against the linear head?",
-     ("fa-pool", "minimal"), ("fa-linear", "minimal"), lambda d: d < 0),
-    ("Does the dampened skip (FA-CNN, linear head) beat Vanilla-CNN?",
-     ("fa-linear", "minimal"), ("vanilla", "minimal"), lambda d: d > 0),
-    ("Is FA-CNN (pooling head) within 1 point of ResNet-18 (minimal recipe), or above it?",
-     ("fa-pool", "minimal"), ("resnet18", "minimal"), lambda d: d >= -1),
-]
-
-
-def table1_answers(runs: Mapping[tuple[str, str, str], Any], profile: str) -> pd.DataFrame:
-    """The three questions per dataset: the paper's answer, ours, and whether they agree.
-    Differences are accuracy points (run a minus run b)."""
-    rows = []
-    for d in dict.fromkeys(d for d, _, _ in runs):
-        for q, a, b, yes in QUESTIONS:
-            paper = _paper_diff(d, a, b)
-            ours_a, ours_b = runs.get((d, *a)), runs.get((d, *b))
-            if ours_a is None or ours_b is None:
-                ours, agree = "not run at this profile", "n/a"
-            elif is_missing(ours_a) or is_missing(ours_b):
-                ours, agree = "missing", "n/a"
-            else:
-                diff = 100 * (ours_a["accuracy"] - ours_b["accuracy"])
-                ours = f"{_yes(yes(diff))} ({diff:+.2f} points)"
-                agree = "n/a" if paper is None else ("yes" if yes(diff) == yes(paper) else "no")
-            rows.append({"dataset": DATASET_NAMES.get(d, d), "question": q,
-                         "paper": "n/a" if paper is None else f"{_yes(yes(paper))} ({paper:+.2f} points)",
-                         f"ours ({profile})": ours, "same answer": agree})
-    return pd.DataFrame(rows)
-
-
-def _yes(b: bool) -> str:
-    return "yes" if b else "no"
-
-
-def _paper_diff(dataset: str, a: tuple[str, str], b: tuple[str, str]) -> float | None:
-    if dataset not in PAPER_TABLE1:
-        return None
-    v = PAPER_TABLE1[dataset]
-    return round(v[_ALL.index(a)] - v[_ALL.index(b)], 2)

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from facnn import book, results as R
+from facnn.table1 import table1_answers, table1_vs_paper
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -31,6 +32,9 @@ IMAGES = {"book/claims/table1": 1, "book/claims/theorem1": 2, "book/claims/theor
           "executed/05_qualitative": 1, "executed/06_explorer": 1}
 # tiny runs for the parameter tests (seconds)
 TINY = {"epochs": 1, "shapes_train": 200, "shapes_test": 100}
+# the smoke models of the nbval and book tests: the smoke profile with a tenth of its
+# training (the pipeline is what is tested; `make book PROFILE=smoke` trains them in full)
+FAST = {"epochs": 2, "shapes_train": 600, "shapes_test": 200}
 
 
 # -- fast: the library behind the notebooks -------------------------------------------------
@@ -67,12 +71,12 @@ def test_pipeline_refuses_an_unknown_parameter_before_running(tmp_path):
 def test_table1_puts_ours_beside_the_papers_and_marks_missing():
     runs = {("cifar10", "fa-pool", "minimal"): {"accuracy": 0.8123},
             ("cifar10", "fa-linear", "minimal"): R.MissingResult("x", ["cmd"])}
-    t = R.table1(runs, "cpu")
+    t = table1_vs_paper(runs, "cpu")
     assert list(t["Method"])[:3] == ["FA-CNN (Pooling head)", "FA-CNN (Linear head)", "Vanilla-CNN"]
     ours = t["ours: CIFAR-10 (cpu)"].tolist()
     assert ours[:3] == ["81.23", "missing", "not run"]
     assert t["paper: CIFAR-10"].iloc[0] == "93.13" and t["paper: ImageNet-100"].iloc[6] == "82.96"
-    answers = R.table1_answers(runs, "cpu")
+    answers = table1_answers(runs, "cpu")
     assert answers["ours (cpu)"].iloc[0] == "missing" and answers["paper"].iloc[0].startswith("yes")
 
 
@@ -157,16 +161,25 @@ def test_unknown_parameters_are_reported_not_ignored(tmp_path, params, message):
 
 
 @pytest.mark.slow
-def test_cpu_profile_without_results_says_what_is_missing(tmp_path):
-    """A fresh clone has no cpu runs: the chapters must say so and give the command,
-    not fail and not train for hours."""
-    for path in NOTEBOOKS[:2]:
-        nb = _papermill(path, tmp_path / path.name, profile="cpu",
-                        results_dir=str(tmp_path / "results"))
-        text = _text(nb)
-        assert "facnn-missing" in text and "missing" in text
-        assert "python -m facnn train --dataset cifar10 --model fa-pool --profile cpu" in text
-    assert not list((tmp_path / "results").rglob("checkpoint.pt")), "it trained"
+def test_cpu_book_without_results_says_what_is_missing(tmp_path):
+    """A fresh clone has no cpu runs: `make book` must still build (warnings as errors),
+    say on the pages which results are missing and give the commands, and train nothing."""
+    results = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "facnn.book", "--profile", "cpu", "--root",
+                           str(tmp_path / "book"), "--results", str(results)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
+    assert "missing at profile cpu" in proc.stdout
+    html = tmp_path / "book" / "_build" / "html"
+    t1 = (html / "book" / "claims" / "table1.html").read_text()
+    assert "missing" in t1 and "93.13" in t1
+    command = "python -m facnn train --dataset cifar10 --model fa-pool --profile cpu"
+    for page in CLAIMS:
+        text = (html / "book" / "claims" / f"{page}.html").read_text()
+        assert "missing" in text, f"{page} does not say what is missing"
+        assert command in text, f"{page} lacks the command"
+        assert "not found in doc" not in text and "unknown glue" not in text
+    assert not list(results.rglob("checkpoint.pt")), "it trained"
 
 
 @pytest.fixture(scope="session")
@@ -175,12 +188,13 @@ def smoke_results(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_notebooks_run_under_nbval(smoke_results):
-    env = {**os.environ, "FACNN_PROFILE": "smoke", "FACNN_RESULTS": str(smoke_results)}
+@pytest.mark.parametrize("notebook", [p.name for p in NOTEBOOKS])
+def test_notebook_runs_under_nbval(smoke_results, notebook):
+    env = {**os.environ, "FACNN_PROFILE": "smoke", "FACNN_RESULTS": str(smoke_results),
+           "FACNN_OVERRIDES": json.dumps(FAST)}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-         "--nbval-current-env", "--nbval-cell-timeout=900", "-o", "addopts=",
-         *[str(p) for p in NOTEBOOKS]],
+         "--nbval-current-env", "--nbval-cell-timeout=600", "-o", "addopts=", notebook],
         cwd=ROOT / "notebooks", env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
 
@@ -190,7 +204,8 @@ def smoke_book(smoke_results, tmp_path_factory) -> Path:
     """A full smoke build of the book (executed notebooks + jupyter-book -W --all)."""
     root = tmp_path_factory.mktemp("book")
     proc = subprocess.run([sys.executable, "-m", "facnn.book", "--profile", "smoke", "--root",
-                           str(root), "--results", str(smoke_results)],
+                           str(root), "--results", str(smoke_results),
+                           "--set", f"overrides={json.dumps(FAST)}"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
     return root / "_build" / "html"

@@ -1,0 +1,97 @@
+"""Table 1: our top-1 accuracy at a profile beside the paper's, and the three questions it
+answers (does the pooling head cost accuracy, does the dampened skip beat Vanilla, where
+FA-CNN stands against ResNet-18), asked of the paper's numbers and of ours."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import pandas as pd
+
+from .results import DATASET_NAMES, is_missing
+
+# Table 1 rows in the paper's order: (model, recipe, the paper's label)
+TABLE1_ROWS = [("fa-pool", "minimal", "FA-CNN (Pooling head)"),
+               ("fa-linear", "minimal", "FA-CNN (Linear head)"),
+               ("vanilla", "minimal", "Vanilla-CNN"),
+               ("resnet18", "minimal", "ResNet-18 (minimal)"),
+               ("resnet50", "minimal", "ResNet-50 (minimal)"),
+               ("resnet18", "standard", "ResNet-18 (standard)"),
+               ("resnet50", "standard", "ResNet-50 (standard)")]
+
+# SPEC 6: the paper's Table 1, top-1 validation accuracy (%). Shown only as the paper's.
+PAPER_TABLE1 = {
+    "cifar10": [93.13, 93.80, 92.97, 93.57, 91.50, 94.89, 94.49],
+    "cifar100": [77.03, 75.32, 75.07, 73.96, 72.45, 77.31, 78.10],
+    "imagenet100": [81.78, 77.50, 76.98, 77.74, 76.76, 83.44, 82.96],
+}
+
+_ALL = [(m, r) for m, r, _ in TABLE1_ROWS]
+
+
+def table1_vs_paper(runs: Mapping[tuple[str, str, str], Any], profile: str) -> pd.DataFrame:
+    """Table 1: our top-1 accuracy (%) per dataset run at this profile, beside the paper's.
+
+    ``runs`` maps (dataset, model, recipe) to a summary dict or a MissingResult. Cells of
+    runs not in the profile's plan read "not run"; planned runs without results "missing".
+    """
+    datasets = list(dict.fromkeys(d for d, _, _ in runs))
+    rows = []
+    for model, recipe, label in TABLE1_ROWS:
+        row = {"Method": label}
+        for d in datasets:
+            s = runs.get((d, model, recipe))
+            col = f"ours: {DATASET_NAMES.get(d, d)} ({profile})"
+            if s is None:
+                row[col] = "not run"
+            elif is_missing(s):
+                row[col] = "missing"
+            else:
+                row[col] = f"{100 * s['accuracy']:.2f}"
+        for d, values in PAPER_TABLE1.items():
+            row[f"paper: {DATASET_NAMES[d]}"] = f"{values[_ALL.index((model, recipe))]:.2f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# Issue 6's three questions: (question, run a, run b, the answer "yes" given 100 (a - b))
+QUESTIONS = [
+    ("Does the pooling head cost accuracy against the linear head?",
+     ("fa-pool", "minimal"), ("fa-linear", "minimal"), lambda d: d < 0),
+    ("Does the dampened skip (FA-CNN, linear head) beat Vanilla-CNN?",
+     ("fa-linear", "minimal"), ("vanilla", "minimal"), lambda d: d > 0),
+    ("Is FA-CNN (pooling head) within 1 point of ResNet-18 (minimal recipe), or above it?",
+     ("fa-pool", "minimal"), ("resnet18", "minimal"), lambda d: d >= -1),
+]
+
+
+def table1_answers(runs: Mapping[tuple[str, str, str], Any], profile: str) -> pd.DataFrame:
+    """The three questions per dataset: the paper's answer, ours, and whether they agree.
+    Differences are accuracy points (run a minus run b)."""
+    rows = []
+    for d in dict.fromkeys(d for d, _, _ in runs):
+        for q, a, b, yes in QUESTIONS:
+            paper = _paper_diff(d, a, b)
+            ours_a, ours_b = runs.get((d, *a)), runs.get((d, *b))
+            if ours_a is None or ours_b is None:
+                ours, agree = "not run at this profile", "n/a"
+            elif is_missing(ours_a) or is_missing(ours_b):
+                ours, agree = "missing", "n/a"
+            else:
+                diff = 100 * (ours_a["accuracy"] - ours_b["accuracy"])
+                ours = f"{_yes(yes(diff))} ({diff:+.2f} points)"
+                agree = "n/a" if paper is None else ("yes" if yes(diff) == yes(paper) else "no")
+            rows.append({"dataset": DATASET_NAMES.get(d, d), "question": q,
+                         "paper": "n/a" if paper is None else f"{_yes(yes(paper))} ({paper:+.2f} points)",
+                         f"ours ({profile})": ours, "same answer": agree})
+    return pd.DataFrame(rows)
+
+
+def _yes(b: bool) -> str:
+    return "yes" if b else "no"
+
+
+def _paper_diff(dataset: str, a: tuple[str, str], b: tuple[str, str]) -> float | None:
+    if dataset not in PAPER_TABLE1:
+        return None
+    v = PAPER_TABLE1[dataset]
+    return round(v[_ALL.index(a)] - v[_ALL.index(b)], 2)
