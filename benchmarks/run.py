@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))          # `python benchmarks/run.py` from anywher
 import torch  # noqa: E402
 
 from benchmarks import cases, maps, perturbation, removal, training  # noqa: E402
-from benchmarks.harness import Report, spread  # noqa: E402
+from benchmarks.harness import Report  # noqa: E402
 from facnn import bench  # noqa: E402
 
 SECTIONS = {"maps": maps.run, "perturbation": perturbation.run, "removal": removal.run,

@@ -18,23 +18,22 @@ from facnn import bench
 from facnn.info import count_flops
 
 from . import cases
-from .harness import Report, measure, spread
+from .harness import Report, measure
 
 
 def _step_fn(model: nn.Module, x, y, autocast: bool):
-    """A closure doing one SGD training step of ``model`` on (x, y)."""
+    """A closure doing one SGD training step of ``model`` on (x, y), as facnn.train does."""
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    net = model
     ctx = (lambda: torch.autocast("cuda", torch.bfloat16)) if autocast else nullcontext
 
     def step():
         with ctx():
-            scores = net(x)
+            scores = model(x)
         loss = model.loss(scores, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return step, opt
+    return step
 
 
 def _variants(device: torch.device, compile_ok: bool) -> list[dict]:
@@ -67,7 +66,7 @@ def _size_case(report: Report, device, label: str, profile: str, size: int, batc
         y = torch.arange(batch, device=device) % 10
         fns = {}
         for name, model in (("fa-cnn", fa), ("bare conv+bn", bare)):
-            step, _ = _step_fn(model, x, y, variant["autocast"])
+            step = _step_fn(model, x, y, variant["autocast"])
             fns[name] = (lambda s=step: [s() for _ in range(steps)])
         t = measure(fns, rounds, warmup=2 if variant["compile"] else 1)
         case = f"train {label}, {variant['name']}"
@@ -77,17 +76,17 @@ def _size_case(report: Report, device, label: str, profile: str, size: int, batc
         report.add_timing("training", case, t, {k: batch * steps for k in fns}, "images", **info)
         report.compare("training", case, t, "bare conv+bn", "fa-cnn", goal=1.3, at_most=True,
                        goal_text="FA-CNN training step <= 1.3x the bare conv+BN stack's", **info)
-        if device.type == "cuda":
-            row = next(m for m in report.measurements if m["case"] == case and m["method"] == "fa-cnn")
-            row.update(_flops(profile, size, t.rate("fa-cnn", batch * steps)["median"], device))
+        row = next(m for m in report.measurements if m["case"] == case and m["method"] == "fa-cnn")
+        row.update(_flops(profile, size, t.rate("fa-cnn", batch * steps)["median"], device))
 
 
 def _flops(profile: str, size: int, images_per_s: float, device) -> dict:
     """Achieved FLOP/s of FA-CNN's training step (3x the forward's FLOPs: the forward and
-    two for the backward) and its fraction of the chip's dense bf16 peak."""
+    two for the backward) and, on CUDA, its fraction of the chip's dense bf16 peak (the
+    GPU columns: None on the CPU)."""
     fwd = count_flops(cases.facnn(profile, 10), size)      # an eager twin: same FLOPs
     achieved = 3 * fwd * images_per_s
-    peak = bench.bf16_peak(torch.cuda.get_device_name(device))
+    peak = bench.bf16_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     return dict(train_flops_per_image=3 * fwd, achieved_flops=achieved, bf16_peak_flops=peak,
                 fraction_of_peak=None if peak is None else achieved / peak)
 

@@ -187,15 +187,16 @@ def comparisons_table(doc: dict[str, Any]) -> pd.DataFrame:
 
 
 def rates_table(doc: dict[str, Any]) -> pd.DataFrame:
-    """One row per candidate: its rate (maps/s, images/s, curves/s) median and IQR."""
+    """One row per candidate: its rate (maps/s, images/s, curves/s) median and IQR; for
+    training, the achieved GFLOP/s and (GPU columns, empty without a GPU) the fraction of
+    the chip's dense bf16 peak."""
     rows = []
     for m in doc["measurements"]:
-        r = m["rate"]
-        row = {"section": m["section"], "case": m["case"], "method": m["method"],
-               f"rate (median [IQR])": _ratio_text(r), "unit": f"{m['unit']}/s"}
-        if m.get("fraction_of_peak") is not None:
-            row["bf16 peak fraction"] = f"{m['fraction_of_peak']:.1%}"
-        rows.append(row)
+        flops, frac = m.get("achieved_flops"), m.get("fraction_of_peak")
+        rows.append({"section": m["section"], "case": m["case"], "method": m["method"],
+                     "rate (median [IQR])": _ratio_text(m["rate"]), "unit": f"{m['unit']}/s",
+                     "GFLOP/s": "" if flops is None else f"{flops / 1e9:.3g}",
+                     "bf16 peak (GPU)": "" if frac is None else f"{frac:.1%}"})
     return pd.DataFrame(rows)
 
 

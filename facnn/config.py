@@ -221,8 +221,9 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
 def _coerce(name: str, typ: Any, value: Any) -> Any:
     t = str(typ)
     try:
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if "None" in t:
+        optional = "None" in t
+        if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+            if optional:
                 return None
             raise ValueError("None is not allowed here")
         if t.startswith("tuple"):

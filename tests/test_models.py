@@ -97,3 +97,13 @@ BAD = [
 def test_bad_input_is_named(make, message):
     with pytest.raises((ValueError, TypeError), match=message):
         make()
+
+
+@pytest.mark.parametrize("profile,dataset,model", [("cpu", "cifar10", "fa-pool"),
+                                                   ("paper", "imagenet100", "resnet50")])
+def test_config_round_trips_through_its_json(profile, dataset, model):
+    import json
+    from facnn import Config
+    cfg = preset(profile, dataset, model)
+    again = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and again.hash() == cfg.hash()
