@@ -25,7 +25,7 @@ book: $(STAMP)
 	FRESH=$(FRESH) $(PY) -m facnn.book --profile $(PROFILE)
 
 # make bench: speed ratios against pytorch-grad-cam, Captum and Quantus (~8 min on 2 cores);
-# BENCH_ARGS="--quick" for a one-minute version, "--threads 1" on a busy machine.
+# BENCH_ARGS="--quick" for a one-minute version, "--threads 0" for all cores (steadier: 1).
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 

@@ -19,9 +19,9 @@ from facnn.models import FACNN, model_from_config
 SIZES = {
     "full": dict(profile="cpu", size=32, classes=(10, 100), rounds=5,
                  maps_cases=((10, 8), (100, 2)), lib_classes=10,
-                 rise_n=4000, rise_images=1, rise_rounds=3, rise_ref_n=48,
-                 occ_images=2, window=4, stride=2, removal_images=64,
-                 train_batch=64, train_steps=2, train_rounds=5,
+                 rise_n=4000, rise_images=1, rise_rounds=2, rise_ref_n=24,
+                 occ_images=1, window=4, stride=2, removal_images=32,
+                 train_batch=32, train_steps=2, train_rounds=5,
                  paper_profile="paper", paper_batch=8, paper_steps=1, paper_rounds=3,
                  compile=True),
     "quick": dict(profile="cpu", size=32, classes=(10, 100), rounds=3,
@@ -44,12 +44,15 @@ SIZES = {
 DATASET = {10: "cifar10", 100: "cifar100", 3: "cifar10"}
 
 
-def default_batch(fn, fallback: int = 64) -> int:
+def default_batch(fn, device: torch.device) -> int:
     """The images-per-forward default of one of our functions (its ``batch_size``), so the
-    libraries are given the same; ``fallback`` when the default is None (device-dependent)."""
+    libraries can be given the same; when it is None (chosen by device): 256 on a GPU,
+    64 on the CPU."""
     import inspect
     d = inspect.signature(fn).parameters["batch_size"].default
-    return fallback if d is None or d is inspect.Parameter.empty else int(d)
+    if d is None or d is inspect.Parameter.empty:
+        return 256 if device.type == "cuda" else 64
+    return int(d)
 
 
 def seeded(model: nn.Module, seed: int = 0) -> nn.Module:

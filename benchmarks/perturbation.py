@@ -51,7 +51,7 @@ def _rise(report: Report, sizes: dict, device) -> None:
     x = cases.images(2, size).to(device)
     masks = next(A.rise_masks(n, (size, size), cell, p, seed=0, chunk=n, device=device))
     ours = A.rise(model, x, n_masks=n, cell=cell, p=p, seed=0)
-    batch = cases.default_batch(A.rise)
+    batch = cases.default_batch(A.rise, device)
     for name, ref in (("plain loop", rise_loop), ("authors' form", rise_authors)):
         theirs = ref(model, x, masks, p)
         d, tol = max_abs_diff(ours, theirs), 1e-5 * float(theirs.abs().max()) + 1e-7
@@ -79,7 +79,7 @@ def _rise(report: Report, sizes: dict, device) -> None:
     t = measure(fns, sizes["rise_rounds"])
     per_call = {"class_maps": len(x1) * c, "class_maps batched": len(xb) * c, "rise": len(x1) * c}
     info = dict(num_classes=c, images=len(x1), batched_images=len(xb), n_masks=n4, model=shape,
-                batch=cases.default_batch(A.rise))
+                batch=cases.default_batch(A.rise, device))
     case = f"RISE N={n4}"
     report.add_timing("perturbation", case, t, per_call, "maps", **info)
     goal = dict(goal=1000.0, goal_text="class_maps >= 1000 times faster than RISE at N = 4000 "
@@ -97,7 +97,7 @@ def _occlusion(report: Report, sizes: dict, device) -> None:
     model = cases.facnn(sizes["profile"], sizes["classes"][0]).to(device)
     c, size = model.num_classes, sizes["size"]
     win, st = sizes["window"], sizes["stride"]
-    batch = cases.default_batch(A.k_occlusion)
+    batch = cases.default_batch(A.k_occlusion, device)
     x = cases.images(sizes["occ_images"], size, seed=3).to(device)
     occ = Occlusion(model)
     # as many occluded images per forward as ours: Captum counts perturbations per input
@@ -108,10 +108,11 @@ def _occlusion(report: Report, sizes: dict, device) -> None:
                                         baselines=0.0, target=k, perturbations_per_eval=per_eval)[:, :1]
                           for k in classes], 1)
 
-    ours = A.k_occlusion(model, x, window=win, stride=st, fill=0.0)
-    theirs = captum(range(c))
+    some = sorted({0, c // 2, c - 1})              # Captum sweeps once per class: check three
+    ours = A.k_occlusion(model, x, window=win, stride=st, fill=0.0)[:, some]
+    theirs = captum(some)
     d, tol = max_abs_diff(ours, theirs), 1e-5 * float(theirs.abs().max()) + 1e-6
-    report.check(f"K-OCC window {win} stride {st}: ours == Captum Occlusion (all classes)",
+    report.check(f"K-OCC window {win} stride {st}: ours == Captum Occlusion (classes {some})",
                  d <= tol, max_abs_diff=d, tolerance=tol)
     fns = {"k_occlusion": lambda: A.k_occlusion(model, x, classes=[0], window=win, stride=st),
            "k_occlusion all classes": lambda: A.k_occlusion(model, x, window=win, stride=st),

@@ -32,7 +32,7 @@ def run(report: Report, sizes: dict, device: torch.device) -> None:
     size, steps = full * 3 // 4, 9                      # 24x24 crops of 32x32 images
     pixels = size * size
     m = pixels // steps                                 # 64 pixels per step at 24x24
-    b, batch = sizes["removal_images"], cases.default_batch(R.removal_curve)
+    b, batch = sizes["removal_images"], cases.default_batch(R.removal_curve, device)
     lo = (full - size) // 2
     x = cases.images(b, full, seed=4)[..., lo:lo + size, lo:lo + size].contiguous().to(device)
     y = torch.arange(b, device=device) % model.num_classes

@@ -59,11 +59,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default=None, help="JSON path (default: "
                                                 "results/benchmarks/<host kind>.json)")
     ap.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: torch's, one per core); on a machine "
-                         "busy with other work, 1 gives steadier ratios")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1; 0 = torch's default, one per core). "
+                         "On a shared machine two threads that wait for each other at every "
+                         "op make the times swing 2-10x between rounds; one thread keeps "
+                         "the ratios steady (interquartile ranges of a few percent)")
     args = ap.parse_args(argv)
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
 
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"

@@ -15,7 +15,6 @@ provenance (profile, config hash, commit, date); the claim pages in ``book/`` pa
 from __future__ import annotations
 
 import argparse
-import base64
 import io
 import json
 import os
@@ -28,7 +27,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .results import ROOT, MissingResult, Provenance, is_missing
+from .results import ROOT, Provenance, is_missing
 
 NOTEBOOKS = ROOT / "notebooks"
 BOOK_FILES = ("_config.yml", "_toc.yml", "book")
