@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from facnn import layers as L
 from facnn.config import preset
-from facnn.models import FACNN, model_from_config
+from facnn.models import FACNN, build_model
 
 # One dict per mode: every number that sets the cost of a run (cf. airbench's `hyp`).
 #   profile, size: the FA-CNN preset and the input side; rounds: timed rounds per comparison
@@ -17,12 +17,12 @@ from facnn.models import FACNN, model_from_config
 #   occ_images, window, stride: K-OCC vs Captum; removal_images: images of the removal curves
 #   train_* / paper_*: batch, steps per round and rounds at the profile's and at paper size
 SIZES = {
-    "full": dict(profile="cpu", size=32, classes=(10, 100), rounds=5,
-                 maps_cases=((10, 8), (100, 2)), lib_classes=10,
-                 rise_n=4000, rise_images=1, rise_rounds=2, rise_ref_n=24,
-                 occ_images=1, window=4, stride=2, removal_images=32,
-                 train_batch=32, train_steps=2, train_rounds=5,
-                 paper_profile="paper", paper_batch=8, paper_steps=1, paper_rounds=3,
+    "full": dict(profile="cpu", size=32, classes=(10, 100), rounds=7,
+                 maps_cases=((10, 16), (100, 4)), lib_classes=10,
+                 rise_n=4000, rise_images=1, rise_rounds=3, rise_ref_n=96,
+                 occ_images=2, window=4, stride=2, removal_images=64,
+                 train_batch=32, train_steps=2, train_rounds=7,
+                 paper_profile="paper", paper_batch=8, paper_steps=1, paper_rounds=5,
                  compile=True),
     "quick": dict(profile="cpu", size=32, classes=(10, 100), rounds=3,
                   maps_cases=((10, 4), (100, 1)), lib_classes=5,
@@ -40,9 +40,6 @@ SIZES = {
                  paper_profile="smoke", paper_batch=2, paper_steps=1, paper_rounds=1,
                  compile=False),
 }
-
-DATASET = {10: "cifar10", 100: "cifar100", 3: "cifar10"}
-
 
 def default_batch(fn, device: torch.device) -> int:
     """The images-per-forward default of one of our functions (its ``batch_size``), so the
@@ -68,16 +65,15 @@ def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def facnn(profile: str, num_classes: int, seed: int = 0, **overrides) -> FACNN:
-    """FA-CNN (pooling head) at a profile's size, for ``num_classes`` classes:
-    cpu: N = 9, pool after 3 and 6, R = 6 for C = 10 and R = 1 for C = 100."""
-    cfg = preset(profile, DATASET.get(num_classes, "cifar100"), "fa-pool", **overrides)
+def facnn(profile: str, num_classes: int, seed: int = 0) -> FACNN:
+    """FA-CNN (pooling head) at a profile's size for ``num_classes`` classes, seeded:
+    cpu: N = 9, pools after layers 3 and 6, R = 6 for C = 10 and R = 1 for C = 100
+    (the cifar10 and cifar100 presets); paper: N = 24, K = 200 for C = 10."""
+    cfg = preset(profile, "cifar10" if num_classes <= 10 else "cifar100", "fa-pool")
     torch.manual_seed(seed)
-    if num_classes not in (10, 100):           # toy class counts (tests)
-        from facnn.models import build_model
-        return seeded(build_model("fa-pool", num_classes, maps_per_class=cfg.maps_per_class,
-                                  depth=cfg.depth, pool_every=cfg.pool_every), seed)
-    return seeded(model_from_config(cfg), seed)
+    model = build_model("fa-pool", num_classes, maps_per_class=cfg.maps_per_class,
+                        depth=cfg.depth, pool_every=cfg.pool_every)
+    return seeded(model, seed)
 
 
 def shape_text(model: FACNN, size: int) -> str:
@@ -97,7 +93,8 @@ class BareStack(nn.Module):
 
     def __init__(self, like: FACNN):
         super().__init__()
-        self.num_classes, self.depth, self.pool_every = like.num_classes, like.depth, like.pool_every
+        self.num_classes, self.depth = like.num_classes, like.depth
+        self.pool_every = like.pool_every
         self.layers = nn.ModuleList(L.ConvBN(m.f[0].in_channels, m.f[0].out_channels)
                                     for m in like.layers)
 

@@ -49,7 +49,7 @@ class Timing:
     """Seconds per call of each candidate, one entry per round."""
 
     seconds: dict[str, list[float]]
-    inner: dict[str, int]          # calls per timed entry (fast candidates are called several times)
+    inner: dict[str, int]          # calls per timed entry (a fast candidate's are averaged)
     warmup_s: dict[str, float]     # the first call, with its one-off costs (compilation, caches)
 
     def ratio(self, slow: str, fast: str) -> dict[str, float]:

@@ -85,7 +85,9 @@ def run(report: Report, sizes: dict, device: torch.device) -> None:
                 ("class_maps", "pytorch-grad-cam", c,
                  f"class_maps >= C = {c} times faster than pytorch-grad-cam, all classes"),
                 ("class_maps", "captum", None, ""), ("class_maps", "grad_cam", None, ""),
-                ("grad_cam", "pytorch-grad-cam", 1.0, "our grad_cam at least as fast as pytorch-grad-cam"),
-                ("grad_cam", "captum", 1.0, "our grad_cam at least as fast as Captum LayerGradCam")]:
+                ("grad_cam", "pytorch-grad-cam", 1.0,
+                 "our grad_cam at least as fast as pytorch-grad-cam"),
+                ("grad_cam", "captum", 1.0,
+                 "our grad_cam at least as fast as Captum LayerGradCam")]:
             report.compare("maps", case, t, fast, slow, goal=goal, goal_text=text,
                            per_unit=per_call, **info)

@@ -37,7 +37,8 @@ def run(report: Report, sizes: dict, device: torch.device) -> None:
     x = cases.images(b, full, seed=4)[..., lo:lo + size, lo:lo + size].contiguous().to(device)
     y = torch.arange(b, device=device) % model.num_classes
     g = torch.Generator().manual_seed(3)
-    maps = torch.stack([torch.randperm(pixels, generator=g) for _ in range(b)]).view(b, 1, size, size).float()
+    maps = torch.stack([torch.randperm(pixels, generator=g) for _ in range(b)])
+    maps = maps.view(b, 1, size, size).float()                  # distinct values: no ties
     fractions = [k / steps for k in range(1, steps + 1)]
     metric = quantus.PixelFlipping(features_in_step=3 * m, perturb_baseline=0.0, normalise=False,
                                    abs=False, disable_warnings=True)
@@ -50,7 +51,8 @@ def run(report: Report, sizes: dict, device: torch.device) -> None:
     def ours():
         return R.removal_curve(model, x, y, maps.to(device), fractions, "morf", "mean")
 
-    perturbed = R.remove_pixels(x, maps.to(device), fractions, "morf").flatten(0, 1)   # (9 B, 3, h, w)
+    perturbed = R.remove_pixels(x, maps.to(device), fractions, "morf")       # (9, B, 3, h, w)
+    perturbed = perturbed.flatten(0, 1)
 
     def forwards():
         with torch.no_grad():
@@ -59,13 +61,14 @@ def run(report: Report, sizes: dict, device: torch.device) -> None:
     got, curve = quantus_curve(), ours()                 # (B, 9), Curve with scores (9, B)
     d = max_abs_diff(got, curve.scores.T)
     tol = 1e-4 * float(np.abs(got).max()) + 1e-6
-    report.check(f"removal: our curve's scores == Quantus PixelFlipping ({steps} steps, MoRF, fill 0)",
-                 d <= tol, max_abs_diff=d, tolerance=tol)
+    report.check(f"removal: our curve's scores == Quantus PixelFlipping ({steps} steps, MoRF, "
+                 f"fill 0)", d <= tol, max_abs_diff=d, tolerance=tol)
     t = measure({"removal_curve": ours, "quantus-pixelflipping": quantus_curve,
                  "forwards only": forwards}, sizes["rounds"])
     info = dict(images=b, steps=steps, pixels_per_step=m, batch=batch, crop=size,
                 model=cases.shape_text(model, size))
-    report.add_timing("removal", "removal vs Quantus", t, {k: b for k in t.seconds}, "curves", **info)
+    report.add_timing("removal", "removal vs Quantus", t, {k: b for k in t.seconds}, "curves",
+                      **info)
     report.compare("removal", "removal vs Quantus", t, "removal_curve", "quantus-pixelflipping",
                    goal=20.0, goal_text="our removal benchmark >= 20 times faster than Quantus "
                                         "PixelFlipping at an equal protocol", **info)

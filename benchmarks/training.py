@@ -108,9 +108,9 @@ def run(report: Report, sizes: dict, device: torch.device) -> None:
     if not compile_ok:
         report.note(f"training: torch.compile not measured ({why})")
     _size_case(report, device, f"{sizes['profile']} size", sizes["profile"], sizes["size"],
-               sizes["train_batch"],
-               sizes["train_steps"], sizes["train_rounds"], compile_ok)
+               sizes["train_batch"], sizes["train_steps"], sizes["train_rounds"], compile_ok)
     # paper size: eager and channels_last only on the CPU (compiling N = 24 layers takes
     # minutes there and the convolutions dominate the step); everything on CUDA
-    _size_case(report, device, "paper size", sizes["paper_profile"], sizes["size"], sizes["paper_batch"],
-               sizes["paper_steps"], sizes["paper_rounds"], compile_ok and device.type == "cuda")
+    _size_case(report, device, "paper size", sizes["paper_profile"], sizes["size"],
+               sizes["paper_batch"], sizes["paper_steps"], sizes["paper_rounds"],
+               compile_ok and device.type == "cuda")

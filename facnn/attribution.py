@@ -26,6 +26,7 @@ import torch.nn.functional as F_
 from torch import Tensor, nn
 
 from . import layers as L
+from .models import default_batch, fast_layout
 
 Layer = Union[int, str, None]   # FA-CNN layer L in 1..N, a module name, or None (the last)
 
@@ -286,7 +287,7 @@ def rise_masks(n_masks: int, size: tuple[int, int], cell: int = 7, p: float = 0.
 
 
 def rise(model: nn.Module, x: Tensor, classes=None, n_masks: int = 4000, cell: int = 7,
-         p: float = 0.5, batch_size: int = 256, seed: int = 0) -> Tensor:
+         p: float = 0.5, batch_size: int | None = None, seed: int = 0) -> Tensor:
     """RISE saliency: S_c = sum_i P_c(x * M_i) M_i / (N p), scored with model.probabilities.
 
     Masking multiplies the NORMALISED image, so a hidden pixel takes the dataset mean (0).
@@ -299,6 +300,7 @@ def rise(model: nn.Module, x: Tensor, classes=None, n_masks: int = 4000, cell: i
         raise ValueError(f"n_masks={n_masks} must be >= 1 (RISE averages over N masks)")
     if not 0 < p <= 1:
         raise ValueError(f"p={p} must be in (0, 1]: it is the probability that a cell is kept")
+    batch_size = batch_size or default_batch(x)
     if cell < 1 or batch_size < 1:
         raise ValueError("cell and batch_size must be >= 1")
     b, _, h, w = x.shape
@@ -307,7 +309,7 @@ def rise(model: nn.Module, x: Tensor, classes=None, n_masks: int = 4000, cell: i
     per = max(1, batch_size // b)   # masks per forward, shared by the b images
     with eval_mode(model), torch.no_grad():
         for masks in rise_masks(n_masks, (h, w), cell, p, seed, per, x.device):
-            xm = (x[:, None] * masks[None, :, None]).flatten(0, 1)      # (b*m, 3, H, W)
+            xm = fast_layout((x[:, None] * masks[None, :, None]).flatten(0, 1))  # (b*m, 3, H, W)
             prob = model.probabilities(xm).float().view(b, len(masks), -1)
             prob = prob.gather(2, sel[:, None, :].expand(-1, len(masks), -1))  # (b, m, C_sel)
             sal += torch.einsum("bmc,mhw->bchw", prob, masks)
@@ -334,7 +336,7 @@ def _coverage(starts: Tensor, window: int, size: int) -> Tensor:
 
 def k_occlusion(model: nn.Module, x: Tensor, classes=None, window: int | tuple | None = None,
                 stride: int | tuple | None = None, fill: float = 0.0, target: str = "score",
-                batch_size: int = 256) -> Tensor:
+                batch_size: int | None = None) -> Tensor:
     """Sliding-window occlusion (Zeiler and Fergus 2014), the paper's K-OCC.
 
     S_c(i, j) = mean over windows w covering (i, j) of [T^c(x) - T^c(x with w set to fill)],
@@ -354,6 +356,7 @@ def k_occlusion(model: nn.Module, x: Tensor, classes=None, window: int | tuple |
         raise ValueError(f"stride {stride} > window {window} would leave pixels never occluded")
     if target not in ("score", "probability"):
         raise ValueError(f"unknown target {target!r}; choose 'score' or 'probability'")
+    batch_size = batch_size or default_batch(x)
     tops, lefts = _starts(h, window[0], stride[0]), _starts(w, window[1], stride[1])
     rows, cols = _coverage(tops, window[0], h), _coverage(lefts, window[1], w)   # (P_h, H), (P_w, W)
     n_pos = len(tops) * len(lefts)
@@ -368,7 +371,7 @@ def k_occlusion(model: nn.Module, x: Tensor, classes=None, window: int | tuple |
             idx = torch.arange(s.start, s.stop, device=x.device)
             img, pos = idx // n_pos, idx % n_pos
             occ = rows[pos // len(lefts), :, None] * cols[pos % len(lefts), None, :]  # (m, H, W)
-            xo = torch.where(occ[:, None] > 0, torch.as_tensor(fill, dtype=x.dtype), x[img])
+            xo = fast_layout(torch.where(occ[:, None] > 0, torch.as_tensor(fill, dtype=x.dtype), x[img]))
             drop = base[img] - score(xo).float().gather(1, sel[img])      # (m, C_sel)
             for i in img.unique():
                 here = img == i

@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F_
 from torch import Tensor
 
+from .models import default_batch, fast_layout
+
 ORDERS = ("lerf", "morf")
 FILLS = ("mean", "blur", "zero")
 TIE_BREAKS = ("random", "raster")
@@ -229,7 +231,7 @@ def trapezoid_auc(fractions: Sequence[float], accuracy: Sequence[float]) -> floa
 @torch.no_grad()
 def removal_curve(model, images: Tensor, labels: Tensor, maps: Tensor,
                   fractions: Sequence[float] | Tensor = FRACTIONS, order: str = "lerf",
-                  fill: str = "mean", batch_size: int = 256, classes: Tensor | None = None,
+                  fill: str = "mean", batch_size: int | None = None, classes: Tensor | None = None,
                   dataset: str | None = None, blur_sigma: float | None = None,
                   tie_break: str = "random", cache: dict | None = None) -> Curve:
     """Top-1 accuracy after removing each fraction of every image's pixels (PAPER 5.2).
@@ -252,6 +254,7 @@ def removal_curve(model, images: Tensor, labels: Tensor, maps: Tensor,
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels must be (B,) = ({images.shape[0]},), got {tuple(labels.shape)}")
     classes = labels if classes is None else classes
+    batch_size = batch_size or default_batch(images)
     f, ranks, counts, fills = _prepare(images, maps, fractions, order, fill, classes,
                                        getattr(model, "num_classes", None), dataset, blur_sigma,
                                        tie_break)
@@ -264,7 +267,7 @@ def removal_curve(model, images: Tensor, labels: Tensor, maps: Tensor,
     was_training = model.training
     model.eval()
     for f_idx, b_idx in _pairs(todo, b, batch_size):
-        out = model(_perturbed(images, fills, ranks, counts, f_idx, b_idx))      # (n, C)
+        out = model(fast_layout(_perturbed(images, fills, ranks, counts, f_idx, b_idx)))  # (n, C)
         y = labels[b_idx]
         correct[f_idx, b_idx] = (out.argmax(1) == y).cpu()
         scores[f_idx, b_idx] = out.gather(1, y[:, None])[:, 0].float().cpu()
@@ -358,7 +361,7 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
                   n_images: int | None = 500, seed: int = 0, *, fill: str = "mean",
                   rand_seeds: Sequence[int] = (0, 1, 2),
                   method_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-                  target: str = "label", batch_size: int = 256, map_batch: int = 100,
+                  target: str = "label", batch_size: int | None = None, map_batch: int = 100,
                   blur_sigma: float | None = None, device: str | torch.device = "cpu",
                   progress: bool = True) -> BenchmarkResult:
     """Figure 4: pixel-removal curves for every method, layer and order on one model.
@@ -394,6 +397,7 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
     idx = _select_images(dataset, n_images, seed)
     x = dataset.normalised(idx, device)                                     # (B, 3, H, W)
     y = dataset.labels[idx].to(device)                                      # (B,)
+    batch_size = batch_size or default_batch(x)
     with torch.no_grad():
         clean = torch.cat([model(x[s:s + batch_size]).argmax(1) for s in range(0, len(x), batch_size)])
     classes = y if target == "label" else clean

@@ -67,7 +67,8 @@ def test_ratios_follow_from_the_raw_times(tiny_run):
     doc, _ = tiny_run
     raw = {(m["section"], m["case"], m["method"]): m for m in doc["measurements"]}
     for c in doc["comparisons"]:
-        slow, fast = raw[c["section"], c["case"], c["slow"]], raw[c["section"], c["case"], c["fast"]]
+        slow = raw[c["section"], c["case"], c["slow"]]
+        fast = raw[c["section"], c["case"], c["fast"]]
         assert len(slow["seconds"]) == len(fast["seconds"]) == c["ratio"]["n"]
         per = [(s / slow["units_per_call"]) / (f / fast["units_per_call"])
                for s, f in zip(slow["seconds"], fast["seconds"])]
@@ -128,7 +129,10 @@ def test_a_wrong_map_fails_its_check(monkeypatch):
     model = cases.facnn("smoke", 3)
     x = cases.images(2, 16)
     real = A.grad_cam
-    monkeypatch.setattr(A, "grad_cam", lambda *a, **k: (lambda m: m + 0.05 * m.flip(-1))(real(*a, **k)))
+    def mirrored(*args, **kw):
+        m = real(*args, **kw)
+        return m + 0.05 * m.flip(-1)
+    monkeypatch.setattr(A, "grad_cam", mirrored)
     report = Report()
     maps._checks(report, "C=3", model, x, LayerGradCam(model, model.layers[-1]), 3)
     assert [c["passed"] for c in report.checks] == [False, False, False]
