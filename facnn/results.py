@@ -172,7 +172,8 @@ def train_command(cfg: Config, defaults: Config | None = None) -> str:
     cmd = f"python -m facnn train --dataset {cfg.dataset} --model {cfg.model} --profile {cfg.profile}"
     if cfg.recipe != "minimal":
         cmd += f" --recipe {cfg.recipe}"
-    if cfg.out_dir != "results":
+    # the default folder may arrive resolved to an absolute path; only a real change is shown
+    if Path(cfg.out_dir).resolve() != (ROOT / "results").resolve():
         sets.append(f"out_dir={cfg.out_dir}")
     return cmd + (" --set " + " ".join(sets) if sets else "")
 
