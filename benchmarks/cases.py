@@ -7,7 +7,8 @@ from torch import Tensor, nn
 
 from facnn import layers as L
 from facnn.config import preset
-from facnn.models import FACNN, build_model
+from facnn.models import FACNN, build_model, randomise_batchnorm
+from facnn.models import default_batch as models_default_batch
 
 # One dict per mode: every number that sets the cost of a run (cf. airbench's `hyp`).
 #   profile, size: the FA-CNN preset and the input side; rounds: timed rounds per comparison
@@ -43,26 +44,15 @@ SIZES = {
 
 def default_batch(fn, device: torch.device) -> int:
     """The images-per-forward default of one of our functions (its ``batch_size``), so the
-    libraries can be given the same; when it is None (chosen by device): 256 on a GPU,
-    64 on the CPU."""
+    libraries can be given the same; None means facnn.models.default_batch (by device)."""
     import inspect
     d = inspect.signature(fn).parameters["batch_size"].default
     if d is None or d is inspect.Parameter.empty:
-        return 256 if device.type == "cuda" else 64
+        return models_default_batch(torch.empty(0, device=device))
     return int(d)
 
 
-def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights and random BatchNorm statistics (so eval-mode BN is no identity and
-    a check sees the whole layer), in eval mode."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-    return model.eval()
+seeded = randomise_batchnorm
 
 
 def facnn(profile: str, num_classes: int, seed: int = 0) -> FACNN:

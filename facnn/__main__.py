@@ -51,12 +51,11 @@ def main(argv: list[str] | None = None) -> None:
                        help="config overrides, e.g. --set epochs=3 lr=0.05")
         p.set_defaults(fn=fn)
     args = ap.parse_args(argv)
+    from .train import CheckpointError
     try:
         args.fn(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        if type(e).__name__ in ("ValueError", "FileNotFoundError", "CheckpointError"):
-            sys.exit(f"error: {e}")
-        raise
+    except (ValueError, FileNotFoundError, CheckpointError) as e:  # bad input: one line
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

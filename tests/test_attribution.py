@@ -11,22 +11,12 @@ from torch import nn
 
 from facnn import attribution as A
 from facnn import build_model
-from facnn.models import Classifier
+from facnn.models import Classifier, randomise_batchnorm
 
 SMALL = dict(maps_per_class=2, depth=4, pool_every=2)
 
 
-def _seeded(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights AND random BatchNorm statistics, so eval-mode BN is not an identity
-    and the checks see the whole layer."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-    return model.eval()
+_seeded = randomise_batchnorm
 
 
 MODELS = {
