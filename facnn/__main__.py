@@ -1,4 +1,4 @@
-"""Command line: ``python -m facnn {train,eval,info} --dataset D --model M --profile P
+"""Command line: ``python -m facnn {train,eval,info,sweep} --dataset D --model M --profile P
 [--recipe R] [--set key=value ...]``."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .config import MODELS, DATASETS, PROFILES, RECIPES, parse_assignments, preset
+from .config import MODELS, DATASETS, PROFILES, RECIPES, apply_overrides, parse_assignments, preset
 
 
 def _config(args):
@@ -20,6 +20,16 @@ def cmd_train(args) -> None:
     s = train(cfg)
     print(f"accuracy {s['accuracy']:.4f} after {s['epochs']} epochs, "
           f"{s['images_per_s'] or 0:.0f} train images/s, {s['wall_s']:.0f} s")
+
+
+def cmd_sweep(args) -> None:
+    from .config import lr_sweep
+    from .train import train
+    for cfg in lr_sweep(args.profile):
+        if args.set:
+            cfg = apply_overrides(cfg, parse_assignments(args.set)).validate()
+        s = train(cfg)
+        print(f"lr {cfg.lr:g}: accuracy {s['accuracy']:.4f} ({cfg.run_name()})", flush=True)
 
 
 def cmd_eval(args) -> None:
@@ -41,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name, fn, text in (("train", cmd_train, "train or resume a run"),
                            ("eval", cmd_eval, "evaluate a trained run on the test split"),
-                           ("info", cmd_info, "layers, channels, parameters and FLOPs per image")):
+                           ("info", cmd_info, "layers, channels, parameters and FLOPs per image"),
+                           ("sweep", cmd_sweep, "the minimal recipe's learning-rate sweep (--set applies to every run)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--dataset", default="cifar10", choices=DATASETS)
         p.add_argument("--model", default="fa-pool", choices=MODELS)

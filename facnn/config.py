@@ -24,6 +24,7 @@ NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet100": 100, "shapes": 10}
 # so a run resumes on another device or from another data folder.
 _NOT_HASHED = {"device", "data_root", "out_dir", "download", "progress", "num_workers",
                "save_every_s"}
+_ADDED_LATER = {"precision": "auto"}
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Config:
     step_size: int = 30             # epochs, for "step"
     gamma: float = 0.1
     seed: int = 0
+    precision: str = "auto"         # "auto" = bf16 autocast on CUDA, fp32 on CPU; or "bf16", "fp32"
     # where / how
     device: str = "auto"            # auto = cuda, then mps, then cpu
     out_dir: str = "results"
@@ -86,6 +88,10 @@ class Config:
     def hash(self) -> str:
         """A short, stable hash of the fields that change what a run computes."""
         d = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        # a field added later drops out at its default, so older runs keep their hashes
+        for k, default in _ADDED_LATER.items():
+            if d.get(k) == default:
+                del d[k]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +116,7 @@ class Config:
         _choice("stem", self.stem, ("none", "imagenet"))
         _choice("resnet_form", self.resnet_form, ("cifar", "torchvision"))
         _choice("schedule", self.schedule, ("cosine", "multistep", "step"))
+        _choice("precision", self.precision, ("auto", "bf16", "fp32"))
         for name in ("depth", "maps_per_class", "pool_every", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
@@ -130,16 +137,27 @@ def _choice(name: str, value: str, allowed: Iterable[str]) -> None:
 
 # -- presets --------------------------------------------------------------------------
 
+# The minimal recipe's learning rate (the paper gives none; SPEC 5). Chosen by the cpu
+# profile's sweep (SWEEP below; facnn.table1.sweep_best's one-standard-error rule; shown
+# in the book's Table 1 chapter) and used at every profile; the standard recipe keeps the
+# usual 0.1 with momentum.
+MINIMAL_LR = 0.8
+
+
 def _recipe_fields(recipe: str, dataset: str, epochs: int) -> dict[str, Any]:
     """SPEC 5. The standard recipe's milestones scale with the epoch budget so that a
     reduced profile decays at the same fractions of training (100/300 and 150/300)."""
     if recipe == "minimal":
-        return dict(recipe="minimal", momentum=0.0, weight_decay=0.0, schedule="cosine")
+        return dict(recipe="minimal", lr=MINIMAL_LR, momentum=0.0, weight_decay=0.0,
+                    schedule="cosine")
     if dataset == "imagenet100":
-        return dict(recipe="standard", momentum=0.9, weight_decay=1e-4, schedule="step",
+        return dict(recipe="standard", lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="step",
                     step_size=max(1, round(epochs * 30 / 100)), gamma=0.1)
-    return dict(recipe="standard", momentum=0.9, weight_decay=5e-4, schedule="multistep",
-                milestones=(max(1, round(epochs / 3)), max(1, round(epochs / 2))), gamma=0.1)
+    # two distinct milestones whenever the budget has room: at 5 epochs round() gives 2 and 2
+    first = max(1, round(epochs / 3))
+    second = max(first + 1, round(epochs / 2)) if epochs > first + 1 else first
+    return dict(recipe="standard", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="multistep",
+                milestones=(first, second), gamma=0.1)
 
 
 # Per profile: backbone size, maps per class per dataset, epochs per dataset, ResNet width.
@@ -148,10 +166,13 @@ _PROFILE = {
                                             "shapes": 20},
                   epochs={"cifar10": 300, "cifar100": 300, "imagenet100": 100, "shapes": 300},
                   resnet_width=64),
-    "cpu": dict(depth=9, pool_every=3, R={"cifar10": 6, "cifar100": 1, "imagenet100": 1,
-                                          "shapes": 6},
-                epochs={"cifar10": 10, "cifar100": 10, "imagenet100": 5, "shapes": 10},
-                resnet_width=16),
+    # cpu: sized so that every run of Table 1 at this profile fits about 1.5 hours of two
+    # CPU cores (book/reproduce.md gives the measured wall times); bf16 autocast because
+    # these CPUs have native bf16 and it trains 2x faster
+    "cpu": dict(depth=9, pool_every=3, R={"cifar10": 4, "cifar100": 1, "imagenet100": 1,
+                                          "shapes": 4},
+                epochs={"cifar10": 5, "cifar100": 2, "imagenet100": 5, "shapes": 10},
+                resnet_width=16, precision="bf16"),
     "smoke": dict(depth=4, pool_every=2, R={"cifar10": 2, "cifar100": 1, "imagenet100": 1,
                                             "shapes": 4},
                   epochs={"cifar10": 2, "cifar100": 2, "imagenet100": 1, "shapes": 6},
@@ -173,7 +194,8 @@ def preset(profile: str = "cpu", dataset: str = "cifar10", model: str = "fa-pool
     epochs = p["epochs"][dataset]
     base: dict[str, Any] = dict(profile=profile, dataset=dataset, model=model, depth=p["depth"],
                                 pool_every=p["pool_every"], maps_per_class=p["R"][dataset],
-                                epochs=epochs, resnet_width=p["resnet_width"])
+                                epochs=epochs, resnet_width=p["resnet_width"],
+                                precision=p.get("precision", "auto"))
     if dataset == "imagenet100":
         base.update(stem="imagenet", resnet_form="torchvision")
     base.update(_recipe_fields(recipe or "minimal", dataset, epochs))
@@ -184,6 +206,23 @@ def preset(profile: str = "cpu", dataset: str = "cifar10", model: str = "fa-pool
         base.update(_recipe_fields(cfg.recipe, dataset, epochs))
         cfg = apply_overrides(cfg, base)
     return apply_overrides(cfg, overrides).validate()
+
+
+# The learning-rate sweep of the minimal recipe (the paper gives no learning rate): FA-CNN
+# with the pooling head at the profile's size and epochs, on a class-balanced subset.
+SWEEP = {
+    "smoke": dict(dataset="shapes", lrs=(0.1, 0.4), overrides={"shapes_train": 1000}),
+    "cpu": dict(dataset="cifar10", lrs=(0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2), overrides={"subset": "1000x100"}),
+    "paper": dict(dataset="cifar10", lrs=(0.05, 0.1, 0.2, 0.4),
+                  overrides={"subset": "1000x100", "epochs": 100}),
+}
+
+
+def lr_sweep(profile: str) -> list[Config]:
+    """The configs of the profile's learning-rate sweep, one per learning rate."""
+    _choice("profile", profile, PROFILES)
+    s = SWEEP[profile]
+    return [preset(profile, s["dataset"], "fa-pool", **s["overrides"], lr=lr) for lr in s["lrs"]]
 
 
 def table1_cells(profile: str, dataset: str) -> list[tuple[str, str]]:

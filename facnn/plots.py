@@ -118,6 +118,25 @@ def learning_curves(histories, title: str | None = None):
     return fig
 
 
+def lr_sweep(table, default: float | None = None, title: str | None = None):
+    """Final test accuracy against the learning rate (log axis) of the minimal recipe's
+    sweep; ``table`` from facnn.table1.sweep_table, ``default`` marked with a line."""
+    done = table[table["status"] == "done"]
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.plot(done["lr"], done["test accuracy (%)"], marker="o", label="after the last epoch")
+    ax.plot(done["lr"], done["best epoch (%)"], marker=".", ls=":", label="best epoch")
+    if default is not None:
+        ax.axvline(default, color="k", lw=0.8, ls="--", label=f"default lr {default:g}")
+    ax.set(xscale="log", xlabel="learning rate (minimal recipe: SGD, no momentum, cosine)",
+           ylabel="test top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def theorem1_maps(v, title: str | None = None):
     """Theorem 1, side by side: for each image (row) and three classes (label first), the
     averaged FA-CNN class map, Grad-CAM with the score Y^c as target (the theorem's) and

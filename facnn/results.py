@@ -60,8 +60,9 @@ PLAN: dict[str, list[tuple[str, str, str]]] = {
 ANALYSIS = {
     "smoke": dict(n_images=16, n_removal=24, rise_masks=100, kocc_window=8, n_show=3,
                   n_qualitative=2),
-    # cpu: RISE's cost is n_removal x rise_masks forward passes (500k here, about an hour
-    # on 2 cores at the cpu profile's size); issue 6 settles these against its time budget
+    # cpu: 1000 test images as the paper; RISE with 500 masks (the paper's RISE uses
+    # thousands) because its cost is n_removal x rise_masks forward passes; K-OCC 4 px
+    # windows, stride 2 (225 forwards per image). About 20 min on two cores.
     "cpu": dict(n_images=200, n_removal=1000, rise_masks=500, kocc_window=None, n_show=3,
                 n_qualitative=3),
     "paper": dict(n_images=500, n_removal=1000, rise_masks=4000, kocc_window=None, n_show=3,
@@ -303,20 +304,34 @@ class Study:
 
     def summary(self, model: str, recipe: str = "minimal", dataset: str | None = None):
         """The run's summary dict, training it first where allowed; else MissingResult."""
-        cfg = self.config(model, recipe, dataset)
+        return self.summary_of(self.config(model, recipe, dataset))
+
+    def sweep_configs(self) -> list[Config]:
+        """The profile's learning-rate sweep (facnn.config.SWEEP), in this study's folders."""
+        from .config import apply_overrides, lr_sweep
+        return [apply_overrides(c, dict(out_dir=str(self.results_dir), progress=False,
+                                        data_root=str(self.data_root), **self.overrides))
+                for c in lr_sweep(self.profile)]
+
+    def sweep(self) -> dict[float, Any]:
+        """lr -> summary (or MissingResult) of each run of the learning-rate sweep."""
+        return {cfg.lr: self.summary_of(cfg) for cfg in self.sweep_configs()}
+
+    def summary_of(self, cfg: Config):
+        """The summary of the run ``cfg``, training it first where allowed; else MissingResult."""
         path = self.run_dir(cfg) / "summary.json"
         if path.exists():
             return json.loads(path.read_text())
         if self.allow_training:
             if cfg.dataset != "shapes":
-                self.ensure_data(cfg.dataset)
+                self.ensure_data(cfg.dataset, cfg.subset)
             from .train import train
             return train(cfg)
         ckpt = self.run_dir(cfg) / "checkpoint.pt"
         why = "a checkpoint is there: the run is unfinished" if ckpt.exists() else \
             f"no run in {self.run_dir(cfg)}"
         return MissingResult(f"{DATASET_NAMES.get(cfg.dataset, cfg.dataset)} {cfg.model} "
-                             f"({cfg.recipe} recipe) at profile {cfg.profile}",
+                             f"({cfg.recipe} recipe, lr {cfg.lr:g}) at profile {cfg.profile}",
                              [train_command(cfg)], why)
 
     def history(self, model: str, recipe: str = "minimal", dataset: str | None = None):
@@ -332,13 +347,16 @@ class Study:
     def provenance(self, model: str = "fa-pool", recipe: str = "minimal",
                    dataset: str | None = None) -> Provenance:
         """Provenance of a training run (its summary's commit and date)."""
-        cfg = self.config(model, recipe, dataset)
+        return self.config_provenance(self.config(model, recipe, dataset))
+
+    def config_provenance(self, cfg: Config) -> Provenance:
+        """Provenance of the run ``cfg``: its summary's commit and date, or now if unfinished."""
         path = self.run_dir(cfg) / "summary.json"
         if path.exists():
             s = json.loads(path.read_text())
-            return Provenance(self.profile, cfg.hash(), s.get("commit", "?"),
+            return Provenance(cfg.profile, cfg.hash(), s.get("commit", "?"),
                               str(s.get("finished", "?"))[:16])
-        return Provenance(self.profile, cfg.hash(), git_commit(), now())
+        return Provenance(cfg.profile, cfg.hash(), git_commit(), now())
 
     def model(self, model: str = "fa-pool", recipe: str = "minimal", dataset: str | None = None):
         """The trained model in eval mode; raises MissingResult when it cannot be had."""
@@ -416,9 +434,12 @@ class Study:
         return model_from_config(self.config(model)).eval()
 
     # -- data --------------------------------------------------------------------------------
-    def ensure_data(self, dataset: str) -> None:
-        """Unpack <data_root>/<dataset>.npz from ../shared/data when it is not there yet."""
+    def ensure_data(self, dataset: str, subset: str | None = None) -> None:
+        """Unpack <data_root>/<dataset>[-<subset>].npz from ../shared/data when it is not
+        there yet (subset None: the study's own)."""
         cfg = self.config("fa-pool", dataset=dataset)
+        if subset is not None:
+            cfg.subset = subset
         name = f"{dataset}-{cfg.subset}.npz" if cfg.subset else f"{dataset}.npz"
         if dataset == "shapes" or (self.data_root / name).exists():
             return

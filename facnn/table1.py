@@ -3,6 +3,7 @@ answers (does the pooling head cost accuracy, does the dampened skip beat Vanill
 FA-CNN stands against ResNet-18), asked of the paper's numbers and of ours."""
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import pandas as pd
@@ -95,3 +96,57 @@ def _paper_diff(dataset: str, a: tuple[str, str], b: tuple[str, str]) -> float |
         return None
     v = PAPER_TABLE1[dataset]
     return round(v[_ALL.index(a)] - v[_ALL.index(b)], 2)
+
+
+# -- the learning-rate sweep ---------------------------------------------------------------
+
+def sweep_table(sweep: Mapping[float, Any], configs: Mapping[float, Any]) -> pd.DataFrame:
+    """One row per learning rate of the sweep: final and best test accuracy (%), epochs,
+    training images, config hash; a missing run shows its command."""
+    from .results import train_command
+    rows = []
+    for lr, s in sorted(sweep.items()):
+        cfg = configs[lr]
+        done = not is_missing(s)
+        rows.append({"lr": lr,
+                     "test accuracy (%)": round(100 * s["accuracy"], 2) if done else None,
+                     "best epoch (%)": round(100 * s["best_accuracy"], 2) if done else None,
+                     "test images": test_size(cfg),
+                     "epochs": cfg.epochs, "wall time (min)": round(s["wall_s"] / 60, 1) if done else None,
+                     "config": cfg.hash(), "status": "done" if done else "missing",
+                     "command": "" if done else train_command(cfg)})
+    return pd.DataFrame(rows)
+
+
+def sweep_best(table: pd.DataFrame) -> float | None:
+    """The one-standard-error rule: the smallest learning rate whose final test accuracy is
+    within one binomial standard error, 100 sqrt(p (1 - p) / n) points for the best
+    accuracy p on n test images, of the best. Small test sets cannot tell close rates
+    apart, and the smaller rate is the safer default for the models the sweep did not
+    try. None until every run of the sweep has finished."""
+    if table.empty or (table["status"] != "done").any():
+        return None
+    acc = table["test accuracy (%)"]
+    p, n = acc.max() / 100, table.loc[acc.idxmax(), "test images"]
+    se = 100 * math.sqrt(p * (1 - p) / n)
+    return float(table.loc[acc >= acc.max() - se, "lr"].min())
+
+
+def sweep_verdict(best: float | None, default: float) -> tuple[str, str]:
+    """(HTML, kind) saying whether the default learning rate is the sweep's best."""
+    if best is None:
+        return "The sweep is incomplete; the table lists the missing runs.", "warning"
+    if abs(best - default) < 1e-12:
+        return f"The default learning rate {default:g} is the sweep's best at this profile.", "note"
+    return (f"The sweep's best at this profile is {best:g}, but the default is {default:g}: "
+            f"the default (facnn.config.MINIMAL_LR) was chosen at another profile.", "warning")
+
+
+def test_size(cfg) -> int:
+    """Test images of a run: the subset's per-class count times C, shapes_test, or the
+    full CIFAR test split (10,000)."""
+    if cfg.dataset == "shapes":
+        return cfg.shapes_test
+    if cfg.subset:
+        return int(cfg.subset.split("x")[1]) * cfg.num_classes
+    return {"imagenet100": 5000}.get(cfg.dataset, 10000)

@@ -57,6 +57,55 @@ def test_reduced_epochs_keep_recipe_fractions():
     assert cfg.milestones == (10, 15)
 
 
+@pytest.mark.parametrize("profile,dataset,milestones", [
+    ("paper", "cifar10", (100, 150)), ("smoke", "shapes", (2, 3)),
+    ("cpu", "cifar10", (2, 3)),     # 5 epochs: round() alone gives (2, 2), one drop of 100x
+    ("cpu", "cifar100", (1, 1)),    # 2 epochs leave no room for two
+])
+def test_standard_recipe_milestones_are_distinct_where_possible(profile, dataset, milestones):
+    cfg = preset(profile, dataset, "resnet18", "standard")
+    assert cfg.milestones == milestones and cfg.lr == 0.1
+
+
+def test_added_precision_field_keeps_older_hashes():
+    from facnn.config import Config
+    import hashlib
+    import json as js
+    cfg = preset("smoke", "shapes", "fa-pool")
+    d = {k: v for k, v in cfg.to_dict().items() if k not in
+         {"device", "data_root", "out_dir", "download", "progress", "num_workers", "save_every_s",
+          "precision"}}
+    assert cfg.precision == "auto"
+    assert cfg.hash() == hashlib.sha256(js.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+    assert cfg.hash() != apply_overrides(cfg, {"precision": "bf16"}).hash()
+    assert preset("cpu", "cifar10", "fa-pool").precision == "bf16"
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_lr_sweep_differs_only_in_lr():
+    from facnn.config import MINIMAL_LR, lr_sweep
+    runs = lr_sweep("cpu")
+    assert len(runs) >= 3 and MINIMAL_LR in [c.lr for c in runs]
+    dicts = [{k: v for k, v in c.to_dict().items() if k != "lr"} for c in runs]
+    assert all(d == dicts[0] for d in dicts) and runs[0].subset and runs[0].recipe == "minimal"
+    assert preset("cpu", "cifar10", "fa-pool").lr == MINIMAL_LR
+
+
+@pytest.mark.parametrize("accs,n,status,best", [
+    ([30.0, 40.0, 35.0], 10000, ["done"] * 3, 0.2),
+    ([40.0, 40.0, 35.0], 10000, ["done"] * 3, 0.1),     # a tie goes to the smaller rate
+    ([39.0, 40.0, 35.0], 1000, ["done"] * 3, 0.1),      # 1 point < one SE (1.55) at n=1000
+    ([39.0, 40.0, 35.0], 10000, ["done"] * 3, 0.2),     # ... but > one SE (0.49) at n=10000
+    ([30.0, None, 35.0], 1000, ["done", "missing", "done"], None),
+])
+def test_sweep_best_one_standard_error(accs, n, status, best):
+    import pandas as pd
+    from facnn.table1 import sweep_best
+    t = pd.DataFrame({"lr": [0.1, 0.2, 0.4], "test accuracy (%)": accs, "test images": n,
+                      "status": status})
+    assert sweep_best(t) == best
+
+
 @pytest.mark.parametrize("overrides,field,value", [
     ({"epochs": "3"}, "epochs", 3), ({"lr": "0.05"}, "lr", 0.05), ({"width": "none"}, "width", None),
     ({"download": "true"}, "download", True), ({"milestones": "4,6"}, "milestones", (4, 6)),
@@ -90,6 +139,7 @@ BAD = [
     (lambda: preset("cpu", "cifar10", "fa-pool", epochz=3), "unknown config key"),
     (lambda: preset("cpu", "cifar10", "fa-pool", epochs="three"), "bad value"),
     (lambda: parse_assignments(["epochs"]), "key=value"),
+    (lambda: preset("smoke", "shapes", "fa-pool", precision="fp16"), "unknown precision"),
 ]
 
 

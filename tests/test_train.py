@@ -171,3 +171,29 @@ def test_cli_train_eval_info(tmp_path):
 def test_cli_errors_are_one_line(tmp_path, args, message):
     r = cli(*args, cwd=tmp_path)
     assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_sweep_trains_each_learning_rate(tmp_path):
+    r = cli("sweep", "--profile", "smoke", "--set", "epochs=1", "shapes_train=200", "shapes_test=50",
+            f"out_dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lrs = [line.split()[1].rstrip(":") for line in r.stdout.splitlines() if line.startswith("lr ")]
+    assert lrs == ["0.1", "0.4"]
+    assert len(list(tmp_path.glob("smoke/shapes-fa-pool-*/summary.json"))) == 2
+
+
+def test_bf16_training_on_cpu_evaluates_in_fp32(tmp_path):
+    """precision=bf16 trains under autocast on CPU; the reported test accuracy is that of
+    the fp32 model (what the attribution chapters use), recomputed here by hand."""
+    cfg = tiny(tmp_path, epochs=1, precision="bf16")
+    s = T.train(cfg)
+    assert s["precision"] == "bf16" and 0 <= s["accuracy"] <= 1
+    model = T.load_trained(cfg)
+    _, test = T.make_loaders(cfg, torch.device("cpu"))
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in test:
+            correct += int((model(x.float()).argmax(1) == y).sum())
+            total += len(y)
+    assert s["accuracy"] == correct / total
+    assert T.train(tiny(tmp_path / "fp", epochs=1))["precision"] == "fp32"
