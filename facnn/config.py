@@ -211,7 +211,7 @@ def preset(profile: str = "cpu", dataset: str = "cifar10", model: str = "fa-pool
 # The learning-rate sweep of the minimal recipe (the paper gives no learning rate): FA-CNN
 # with the pooling head at the profile's size and epochs, on a class-balanced subset.
 SWEEP = {
-    "smoke": dict(dataset="shapes", lrs=(0.1, 0.4), overrides={"shapes_train": 1000}),
+    "smoke": dict(dataset="shapes", lrs=(0.2, 0.8), overrides={"shapes_train": 1000}),
     "cpu": dict(dataset="cifar10", lrs=(0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2), overrides={"subset": "1000x100"}),
     "paper": dict(dataset="cifar10", lrs=(0.05, 0.1, 0.2, 0.4),
                   overrides={"subset": "1000x100", "epochs": 100}),

@@ -11,7 +11,8 @@ cached under ``results/<profile>/``, keyed by a hash of what it computes:
 
 A rerun reuses a fresh entry; ``fresh=True`` (``FRESH=1``) recomputes it. These files are
 small and committed, so the book rebuilds from them on a clone that has neither the data
-nor the checkpoints (``checkpoint.pt`` is never committed).
+nor the checkpoints (``checkpoint.pt`` is never committed; the few ``weights.pt`` the
+chapters' models need are, so the explorer works on a clone).
 
 A result that is neither cached nor computable here (no checkpoint, and training it is not
 allowed at this profile) is a :class:`MissingResult`: it carries the command that makes it,
@@ -363,15 +364,15 @@ class Study:
         key = (model, recipe, dataset or self.dataset)
         if key not in self._models:
             cfg = self.config(model, recipe, dataset)
-            ckpt = self.run_dir(cfg) / "checkpoint.pt"
+            folder = self.run_dir(cfg)
             s = self.summary(model, recipe, dataset)   # only finished runs are used
             if is_missing(s):
                 raise s
-            if not ckpt.exists():   # finished run whose checkpoint was not committed
-                raise MissingResult(
+            if not any((folder / f).exists() for f in ("checkpoint.pt", "weights.pt")):
+                raise MissingResult(   # a finished run whose weights were not committed
                     f"the weights of {cfg.run_name()} (profile {cfg.profile})",
-                    [f"rm {self.run_dir(cfg) / 'summary.json'}", train_command(cfg)],
-                    "its summary is committed, its checkpoint is not")
+                    [f"rm {folder / 'summary.json'}", train_command(cfg)],
+                    "its summary is committed, its checkpoint.pt and weights.pt are not")
             from .train import load_trained
             self._models[key] = load_trained(cfg, self.device)
         return self._models[key]

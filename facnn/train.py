@@ -257,6 +257,7 @@ def train(cfg: Config, stop_after: int | None = None) -> dict[str, Any]:
 
     summary = _summary(cfg, state, device, world)
     if rank == 0 and state["epoch"] >= cfg.epochs:
+        save_weights(cfg)
         atomic_write_text(summary_path, json.dumps(summary, indent=1))
     if world > 1:
         dist.barrier()
@@ -344,12 +345,26 @@ def _dist_setup() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+def save_weights(cfg: Config) -> Path:
+    """Write <run>/weights.pt: the finished model's fp32 weights alone (no optimiser, no RNG),
+    small enough to commit so a clone can use the model without retraining it."""
+    ckpt = load_checkpoint(run_dir(cfg) / "checkpoint.pt", cfg)
+    weights = {k: v.float().contiguous() if v.is_floating_point() else v.contiguous()
+               for k, v in ckpt["model"].items()}
+    path = run_dir(cfg) / "weights.pt"
+    atomic_write_bytes(path, lambda f: torch.save(
+        {"model": weights, "config": cfg.to_dict(), "config_hash": cfg.hash()}, f))
+    return path
+
+
 def load_trained(cfg: Config, device: str | torch.device = "cpu") -> Classifier:
-    """The model of a run, with its checkpoint's weights, in eval mode."""
-    path = run_dir(cfg) / "checkpoint.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}; train it with: python -m facnn train "
-                                f"--dataset {cfg.dataset} --model {cfg.model} --profile {cfg.profile}")
+    """The model of a run in eval mode, from its checkpoint, or else from its weights.pt."""
+    folder = run_dir(cfg)
+    path = next((p for p in (folder / "checkpoint.pt", folder / "weights.pt") if p.exists()), None)
+    if path is None:
+        raise FileNotFoundError(f"no checkpoint.pt or weights.pt in {folder}; train it with: "
+                                f"python -m facnn train --dataset {cfg.dataset} --model "
+                                f"{cfg.model} --profile {cfg.profile}")
     model = model_from_config(cfg)
     model.load_state_dict(load_checkpoint(path, cfg)["model"])
     return model.to(device).eval()

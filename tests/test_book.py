@@ -83,6 +83,20 @@ def test_table1_puts_ours_beside_the_papers_and_marks_missing():
     assert answers["ours (cpu)"].iloc[0] == "missing" and answers["paper"].iloc[0].startswith("yes")
 
 
+@pytest.mark.parametrize("pool,linear,profile,ours,scale", [
+    (0.70, 0.75, "cpu", "yes (-5.00 points)", "may change"),
+    (0.745, 0.75, "cpu", "yes (-0.50 points)", "likely to change"),   # under 2 points
+    (0.80, 0.75, "cpu", "no (+5.00 points)", "may change"),
+    (0.80, 0.75, "paper", "no (+5.00 points)", "n/a"),
+])
+def test_table1_answers_say_what_may_change_at_scale(pool, linear, profile, ours, scale):
+    runs = {("cifar10", "fa-pool", "minimal"): {"accuracy": pool},
+            ("cifar10", "fa-linear", "minimal"): {"accuracy": linear}}
+    row = table1_answers(runs, profile).iloc[0]
+    assert row[f"ours ({profile})"] == ours and row["at the paper's scale"].startswith(scale)
+    assert row["same answer"] == ("yes" if ours.startswith("yes") else "no")  # paper: -0.67
+
+
 def test_cache_round_trip_keeps_arrays_tables_and_scalars(tmp_path):
     study = R.Study("smoke", results_dir=tmp_path)
     calls = []

@@ -178,7 +178,7 @@ def test_cli_sweep_trains_each_learning_rate(tmp_path):
             f"out_dir={tmp_path}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lrs = [line.split()[1].rstrip(":") for line in r.stdout.splitlines() if line.startswith("lr ")]
-    assert lrs == ["0.1", "0.4"]
+    assert lrs == ["0.2", "0.8"]
     assert len(list(tmp_path.glob("smoke/shapes-fa-pool-*/summary.json"))) == 2
 
 
@@ -197,3 +197,21 @@ def test_bf16_training_on_cpu_evaluates_in_fp32(tmp_path):
             total += len(y)
     assert s["accuracy"] == correct / total
     assert T.train(tiny(tmp_path / "fp", epochs=1))["precision"] == "fp32"
+
+
+def test_finished_run_leaves_weights_that_load_alone(tmp_path):
+    cfg = tiny(tmp_path, epochs=1)
+    T.train(cfg)
+    folder = T.run_dir(cfg)
+    x = torch.randn(4, 3, 32, 32)
+    want = T.load_trained(cfg)(x)
+    (folder / "checkpoint.pt").unlink()
+    assert (folder / "weights.pt").stat().st_size < 2e6
+    assert torch.equal(T.load_trained(cfg)(x), want)
+    other = tiny(tmp_path, epochs=1, seed=1)
+    T.run_dir(other).mkdir(parents=True)
+    (folder / "weights.pt").rename(T.run_dir(other) / "weights.pt")
+    with pytest.raises(T.CheckpointError, match="written for config"):
+        T.load_trained(other)
+    with pytest.raises(FileNotFoundError, match="weights.pt"):
+        T.load_trained(cfg)
