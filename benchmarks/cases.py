@@ -57,7 +57,7 @@ seeded = randomise_batchnorm
 
 def facnn(profile: str, num_classes: int, seed: int = 0) -> FACNN:
     """FA-CNN (pooling head) at a profile's size for ``num_classes`` classes, seeded:
-    cpu: N = 9, pools after layers 3 and 6, R = 6 for C = 10 and R = 1 for C = 100
+    cpu: N = 9, pools after layers 3 and 6, R = 4 for C = 10 and R = 1 for C = 100
     (the cifar10 and cifar100 presets); paper: N = 24, K = 200 for C = 10."""
     cfg = preset(profile, "cifar10" if num_classes <= 10 else "cifar100", "fa-pool")
     torch.manual_seed(seed)

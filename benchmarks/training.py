@@ -4,7 +4,8 @@ The bare stack (cases.BareStack) has FA-CNN's convolutions, BatchNorms, max-pool
 pooling head but X_L = ReLU(BN(Conv(X_{L-1}))): the ratio of their step times is the cost
 of the dampened skip. One training step = forward, loss, backward, SGD step, on a fixed
 batch. Variants: eager, channels_last, torch.compile (where it runs), and on CUDA bf16
-autocast with channels_last, with and without compile. At the profile's size and at paper
+autocast with channels_last, with and without compile. On a CPU with native bf16, also
+FA-CNN in fp32 against bf16 autocast + channels_last (the cpu profile's precision). At the profile's size and at paper
 size (N = 24, K = 200; a few steps).
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ from .harness import Report, measure
 def _step_fn(model: nn.Module, x, y, autocast: bool):
     """A closure doing one SGD training step of ``model`` on (x, y), as facnn.train does."""
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    ctx = (lambda: torch.autocast("cuda", torch.bfloat16)) if autocast else nullcontext
+    device = next(model.parameters()).device.type
+    ctx = (lambda: torch.autocast(device, torch.bfloat16)) if autocast else nullcontext
 
     def step():
         with ctx():
@@ -80,6 +82,41 @@ def _size_case(report: Report, device, label: str, profile: str, size: int, batc
         row.update(_flops(profile, size, t.rate("fa-cnn", batch * steps)["median"], device))
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether bf16 runs natively here: CUDA, or a CPU with AVX512-BF16 / AMX (oneDNN)."""
+    if device.type == "cuda":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _precision_case(report: Report, device, label: str, profile: str, size: int, batch: int,
+                    steps: int, rounds: int) -> None:
+    """FA-CNN's training step in fp32 against bf16 autocast with channels_last, what
+    Config.precision = "bf16" does (the cpu profile's setting)."""
+    if not bf16_native(device):
+        report.note(f"training: bf16 not measured (no native bf16 on this {device.type})")
+        return
+    fa32 = cases.facnn(profile, 10).train().to(device)
+    fa16 = cases.facnn(profile, 10).train().to(device, memory_format=torch.channels_last)
+    x = cases.images(batch, size).to(device)
+    y = torch.arange(batch, device=device) % 10
+    steps32 = _step_fn(fa32, x, y, False)
+    steps16 = _step_fn(fa16, x.contiguous(memory_format=torch.channels_last), y, True)
+    fns = {"fp32": lambda: [steps32() for _ in range(steps)],
+           "bf16 channels_last": lambda: [steps16() for _ in range(steps)]}
+    t = measure(fns, rounds, warmup=1)
+    case = f"train {label}, fp32 vs bf16"
+    info = dict(size=label, profile=profile, batch=batch, steps=steps,
+                model=cases.shape_text(fa32, size))
+    report.add_timing("training", case, t, {k: batch * steps for k in fns}, "images", **info)
+    report.compare("training", case, t, "bf16 channels_last", "fp32", goal=1.5,
+                   goal_text="bf16 autocast trains >= 1.5x faster than fp32 where bf16 is native",
+                   **info)
+
+
 def _flops(profile: str, size: int, images_per_s: float, device) -> dict:
     """Achieved FLOP/s of FA-CNN's training step (3x the forward's FLOPs: the forward and
     two for the backward) and, on CUDA, its fraction of the chip's dense bf16 peak (the
@@ -109,6 +146,10 @@ def run(report: Report, sizes: dict, device: torch.device) -> None:
         report.note(f"training: torch.compile not measured ({why})")
     _size_case(report, device, f"{sizes['profile']} size", sizes["profile"], sizes["size"],
                sizes["train_batch"], sizes["train_steps"], sizes["train_rounds"], compile_ok)
+    if device.type == "cpu":   # on CUDA bf16 is the default of every variant above
+        _precision_case(report, device, f"{sizes['profile']} size", sizes["profile"],
+                        sizes["size"], sizes["train_batch"], sizes["train_steps"],
+                        sizes["train_rounds"])
     # paper size: eager and channels_last only on the CPU (compiling N = 24 layers takes
     # minutes there and the convolutions dominate the step); everything on CUDA
     _size_case(report, device, "paper size", sizes["paper_profile"], sizes["size"],
