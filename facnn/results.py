@@ -272,6 +272,7 @@ class Study:
         self.fresh, self.device = bool(fresh), device
         self.sizes = dict(ANALYSIS[profile])
         self._models: dict[tuple[str, str], Any] = {}
+        self.compute_s: dict[str, float | None] = {}   # cache entry -> seconds to compute
         self.config("fa-pool")   # validates dataset and overrides now, not deep in a chapter
 
     def __repr__(self) -> str:
@@ -487,12 +488,21 @@ class Study:
         folder = self.analysis_dir(name, key_hash({"params": _plain(dict(params)), "runs": ids}))
         if (folder / "meta.json").exists() and not self.fresh:
             values, meta = load_entry(folder)
+            self.compute_s[folder.name] = meta.get("compute_s")
             return values, Provenance(**meta["provenance"])
+        t0 = time.perf_counter()
         try:
             values = dict(compute())
         except MissingResult as m:
             return m
+        seconds = self.compute_s[folder.name] = time.perf_counter() - t0
         prov = Provenance(self.profile, ",".join(hashes.values()), git_commit(), now())
         save_entry(folder, values, {"name": name, "params": _plain(dict(params)), "runs": ids,
-                                    "provenance": asdict(prov)})
+                                    "provenance": asdict(prov), "compute_s": seconds})
         return values, prov
+
+    def compute_minutes(self) -> float | None:
+        """Minutes the chapter's cached results took to compute (on the machine that
+        computed them); None when none was computed or timed."""
+        known = [s for s in self.compute_s.values() if s is not None]
+        return sum(known) / 60 if known else None

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,7 @@ def test_cache_round_trip_keeps_arrays_tables_and_scalars(tmp_path):
 
     def compute():
         calls.append(1)
+        time.sleep(0.05)
         return {"maps": np.arange(6, dtype=np.float32).reshape(2, 3), "n": 3, "names": ["a", "b"],
                 "table": pd.DataFrame({"layer": pd.array([4, None], dtype="Int64"), "acc": [.5, .25]})}
 
@@ -111,6 +113,10 @@ def test_cache_round_trip_keeps_arrays_tables_and_scalars(tmp_path):
     assert len(calls) == 1 and prov2 == prov and prov.profile == "smoke"
     assert np.array_equal(again["maps"], values["maps"]) and again["names"] == ["a", "b"]
     assert again["table"]["layer"].dtype == "Int64" and again["n"] == 3
+    later = R.Study("smoke", results_dir=tmp_path)        # the compute time travels with the entry
+    assert later.compute_minutes() is None
+    later.cached("demo", {"n": 3}, compute)
+    assert len(calls) == 1 and later.compute_minutes() == study.compute_minutes() >= 0.05 / 60
     study.cached("demo", {"n": 4}, compute)                 # other parameters: another entry
     R.Study("smoke", results_dir=tmp_path, fresh=True).cached("demo", {"n": 3}, compute)
     assert len(calls) == 3
