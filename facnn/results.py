@@ -88,7 +88,9 @@ def git_commit() -> str:
     from .train import git_commit as head
     commit = head()
     try:
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # results/ changes as runs progress; only the code makes a result "dirty"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)results"],
                                capture_output=True, text=True, cwd=ROOT, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         dirty = ""
