@@ -166,3 +166,25 @@ def test_size(cfg) -> int:
     if cfg.subset:
         return int(cfg.subset.split("x")[1]) * cfg.num_classes
     return {"imagenet100": 5000}.get(cfg.dataset, 10000)
+
+
+def precision_check(study, lr: float) -> pd.DataFrame | str:
+    """The sweep's run at ``lr`` trained in bf16 beside the same run in fp32: the evidence
+    that a profile with precision="bf16" loses no accuracy to it (speed is measured in
+    benchmarks/training.py, not here: these runs shared the machine). A string says why
+    there is nothing to compare (the profile trains in its default precision)."""
+    from .config import apply_overrides
+    from .results import train_command
+    ref = next((c for c in study.sweep_configs() if abs(c.lr - lr) < 1e-12), None)
+    if ref is None or ref.precision != "bf16":
+        return "This profile trains in its default precision (fp32 on CPU, bf16 on CUDA)."
+    rows = []
+    for cfg in (ref, apply_overrides(ref, {"precision": "fp32"})):
+        s = study.summary_of(cfg)
+        done = not is_missing(s)
+        rows.append({"precision": cfg.precision, "lr": cfg.lr,
+                     "test accuracy (%)": round(100 * s["accuracy"], 2) if done else None,
+                     "test images": test_size(cfg),
+                     "config": cfg.hash(), "status": "done" if done else "missing",
+                     "command": "" if done else train_command(cfg)})
+    return pd.DataFrame(rows)

@@ -267,3 +267,11 @@ def test_book_config_excludes_hidden_folders():
     line = next(l for l in text.splitlines() if l.startswith("exclude_patterns"))
     assert '".*"' in line and '"**/.*"' in line
     assert 'execute_notebooks: "off"' in text
+
+
+def test_precision_check_pairs_bf16_with_fp32(tmp_path):
+    from facnn.table1 import precision_check as check
+    t = check(R.Study("cpu", results_dir=tmp_path), 0.8)
+    assert list(t["precision"]) == ["bf16", "fp32"] and (t["status"] == "missing").all()
+    assert "precision=fp32" in t["command"].iloc[1] and t["config"].nunique() == 2
+    assert isinstance(check(R.Study("smoke", results_dir=tmp_path), 0.8), str)
