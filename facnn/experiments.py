@@ -72,14 +72,15 @@ def theorem1_study(model, test: D.ArrayDataset, n_images: int, n_show: int = 3,
 
 
 THEOREM1_KEYS = ("score_min", "score_mean", "score_share", "prob_min", "prob_mean",
-                 "prob_share", "prob_undefined", "n_maps", "score_max_diff")
+                 "prob_share", "prob_undefined", "score_undefined", "n_maps", "score_max_diff")
 
 
 def theorem1_summary(values) -> dict[str, Any]:
     """The numbers the book quotes, per Grad-CAM target (score, prob): min and mean
     correlation over defined maps, the share of maps above 0.999, maps where the
-    probability-target Grad-CAM is constant (correlation undefined), the number of maps,
-    and the largest difference of min-max-scaled maps with the score target. A missing
+    probability-target Grad-CAM or the class map is constant (correlation undefined: a
+    class map that is zero everywhere, Y^c = 0), the number of maps, and the largest
+    difference of min-max-scaled maps with the score target over all maps. A missing
     result gives a dict of that MissingResult."""
     if not isinstance(values, dict):
         return dict.fromkeys(THEOREM1_KEYS, values)
@@ -90,9 +91,8 @@ def theorem1_summary(values) -> dict[str, Any]:
         out[f"{t}_min"] = float(ok.min()) if len(ok) else math.nan
         out[f"{t}_mean"] = float(ok.mean()) if len(ok) else math.nan
         out[f"{t}_share"] = float((ok > 0.999).mean()) if len(ok) else math.nan
-        if t == "prob":
-            out["prob_undefined"] = int(np.isnan(c).sum())
-        else:
+        out[f"{t}_undefined"] = int(np.isnan(c).sum())
+        if t == "score":
             out["n_maps"] = int(c.size)
     out["score_max_diff"] = float(np.nanmax(values["diff_score"]))
     return out
@@ -106,7 +106,12 @@ def theorem1_verdict(s: dict[str, Any]) -> str:
     holds = s["score_min"] > 0.999
     first = (f"<b>Agrees with the paper.</b> With the score Y<sup>c</sup> as Grad-CAM's target, "
              f"the averaged class map and Grad-CAM correlate at {s['score_min']:.6f} or more "
-             f"over all {s['n_maps']} maps (the largest difference after min-max scaling is "
+             + (f"over all {s['n_maps']} maps" if not s.get("score_undefined") else
+                f"over the {s['n_maps'] - s['score_undefined']} of {s['n_maps']} maps where a "
+                f"correlation is defined; the other {s['score_undefined']} class maps are zero "
+                f"everywhere (Y<sup>c</sup> = 0: the class's R channels are dead at the last "
+                f"layer for that image), and Grad-CAM is zero there too")
+             + f" (the largest difference after min-max scaling, over all maps, is "
              f"{s['score_max_diff']:.1e}): identical up to float rounding, as Theorem 1 says."
              if holds else
              f"<b>Does not agree with the paper.</b> With the score as target the lowest "

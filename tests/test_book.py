@@ -277,3 +277,16 @@ def test_precision_check_pairs_bf16_with_fp32(tmp_path):
     assert list(t["precision"]) == ["bf16", "fp32"] and (t["status"] == "missing").all()
     assert "precision=fp32" in t["command"].iloc[1] and t["config"].nunique() == 2
     assert isinstance(check(R.Study("smoke", results_dir=tmp_path), 0.8), str)
+
+
+@pytest.mark.parametrize("score,undefined,phrase", [
+    ([1.0, 1.0, 1.0, 1.0], 0, "over all 4 maps"),
+    ([1.0, np.nan, 1.0, np.nan], 2, "over the 2 of 4 maps where a correlation is defined"),
+])
+def test_theorem1_summary_counts_maps_without_a_correlation(score, undefined, phrase):
+    from facnn.experiments import theorem1_summary, theorem1_verdict
+    v = {"corr_score": np.array(score), "corr_prob": np.array([0.5, np.nan, 0.9, 1.0]),
+         "diff_score": np.zeros(4)}
+    s = theorem1_summary(v)
+    assert (s["score_undefined"], s["prob_undefined"], s["n_maps"]) == (undefined, 1, 4)
+    assert s["score_min"] == 1.0 and phrase in theorem1_verdict(s)
