@@ -148,14 +148,23 @@ def sweep_best(table: pd.DataFrame) -> float | None:
     return float(table.loc[acc >= acc.max() - se, "lr"].min())
 
 
-def sweep_verdict(best: float | None, default: float) -> tuple[str, str]:
-    """(HTML, kind) saying whether the default learning rate is the sweep's best."""
+def sweep_verdict(table: pd.DataFrame, default: float) -> tuple[str, str]:
+    """(HTML, kind) saying whether the default learning rate is the sweep's choice
+    (sweep_best's one-standard-error rule), with the numbers behind the choice."""
+    best = sweep_best(table)
     if best is None:
         return "The sweep is incomplete; the table lists the missing runs.", "warning"
+    acc = table["test accuracy (%)"]
+    top = table.loc[acc.idxmax()]
+    p, n = top["test accuracy (%)"] / 100, top["test images"]
+    why = (f"the smallest rate within one standard error ({100 * math.sqrt(p * (1 - p) / n):.1f}"
+           f" points on {n} test images) of the highest accuracy ({top['test accuracy (%)']:g} %"
+           f" at lr {top['lr']:g})")
     if abs(best - default) < 1e-12:
-        return f"The default learning rate {default:g} is the sweep's best at this profile.", "note"
-    return (f"The sweep's best at this profile is {best:g}, but the default is {default:g}: "
-            f"the default (facnn.config.MINIMAL_LR) was chosen at another profile.", "warning")
+        return f"The default learning rate {default:g} is the sweep's choice at this profile: {why}.", "note"
+    return (f"The sweep's choice at this profile is {best:g} ({why}), but the default is "
+            f"{default:g}: the default (facnn.config.MINIMAL_LR) was chosen at another profile.",
+            "warning")
 
 
 def test_size(cfg) -> int:
@@ -168,8 +177,9 @@ def test_size(cfg) -> int:
     return {"imagenet100": 5000}.get(cfg.dataset, 10000)
 
 
-def precision_check(study, lr: float) -> pd.DataFrame | str:
-    """The sweep's run at ``lr`` trained in bf16 beside the same run in fp32: the evidence
+def precision_check(study, lr: float) -> tuple[pd.DataFrame, list] | str:
+    """The sweep's run at ``lr`` trained in bf16 beside the same run in fp32 (the table and
+    the two configs): the evidence
     that a profile with precision="bf16" loses no accuracy to it (speed is measured in
     benchmarks/training.py, not here: these runs shared the machine). A string says why
     there is nothing to compare (the profile trains in its default precision)."""
@@ -178,8 +188,8 @@ def precision_check(study, lr: float) -> pd.DataFrame | str:
     ref = next((c for c in study.sweep_configs() if abs(c.lr - lr) < 1e-12), None)
     if ref is None or ref.precision != "bf16":
         return "This profile trains in its default precision (fp32 on CPU, bf16 on CUDA)."
-    rows = []
-    for cfg in (ref, apply_overrides(ref, {"precision": "fp32"})):
+    rows, configs = [], [ref, apply_overrides(ref, {"precision": "fp32"})]
+    for cfg in configs:
         s = study.summary_of(cfg)
         done = not is_missing(s)
         rows.append({"precision": cfg.precision, "lr": cfg.lr,
@@ -187,4 +197,4 @@ def precision_check(study, lr: float) -> pd.DataFrame | str:
                      "test images": test_size(cfg),
                      "config": cfg.hash(), "status": "done" if done else "missing",
                      "command": "" if done else train_command(cfg)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), configs

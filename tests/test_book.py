@@ -273,7 +273,8 @@ def test_book_config_excludes_hidden_folders():
 
 def test_precision_check_pairs_bf16_with_fp32(tmp_path):
     from facnn.table1 import precision_check as check
-    t = check(R.Study("cpu", results_dir=tmp_path), 0.8)
+    t, configs = check(R.Study("cpu", results_dir=tmp_path), 0.8)
+    assert [c.precision for c in configs] == ["bf16", "fp32"]
     assert list(t["precision"]) == ["bf16", "fp32"] and (t["status"] == "missing").all()
     assert "precision=fp32" in t["command"].iloc[1] and t["config"].nunique() == 2
     assert isinstance(check(R.Study("smoke", results_dir=tmp_path), 0.8), str)
