@@ -166,9 +166,9 @@ _PROFILE = {
                                             "shapes": 20},
                   epochs={"cifar10": 300, "cifar100": 300, "imagenet100": 100, "shapes": 300},
                   resnet_width=64),
-    # cpu: sized so that every run of Table 1 at this profile fits about 1.5 hours of two
-    # CPU cores (book/reproduce.md gives the measured wall times); bf16 autocast because
-    # these CPUs have native bf16 and it trains 2x faster
+    # cpu: sized so that every run of Table 1, the lr sweep and the chapters fit about two
+    # hours of two CPU cores (book/reproduce.md gives the measured times); bf16 autocast
+    # because these CPUs have native bf16 and it trains 2.3x faster (make bench)
     "cpu": dict(depth=9, pool_every=3, R={"cifar10": 4, "cifar100": 1, "imagenet100": 1,
                                           "shapes": 4},
                 epochs={"cifar10": 5, "cifar100": 2, "imagenet100": 5, "shapes": 10},
