@@ -116,22 +116,38 @@ def _paper_diff(dataset: str, a: tuple[str, str], b: tuple[str, str]) -> float |
 
 # -- the learning-rate sweep ---------------------------------------------------------------
 
-def sweep_table(sweep: Mapping[float, Any], configs: Mapping[float, Any]) -> pd.DataFrame:
-    """One row per learning rate of the sweep: final and best test accuracy (%), epochs,
-    training images, config hash; a missing run shows its command."""
+def _run_row(cfg, s, **first: Any) -> dict[str, Any]:
+    """A table row for the run ``cfg`` with summary ``s`` (or MissingResult): ``first``,
+    then the final test accuracy (%), test images, config hash, status and, for a missing
+    run, the command that makes it."""
     from .results import train_command
+    done = not is_missing(s)
+    return {**first, "test accuracy (%)": round(100 * s["accuracy"], 2) if done else None,
+            "test images": test_size(cfg), "config": cfg.hash(),
+            "status": "done" if done else "missing", "command": "" if done else train_command(cfg)}
+
+
+def sweep_table(sweep: Mapping[float, Any], configs: Mapping[float, Any]) -> pd.DataFrame:
+    """One row per learning rate of the sweep: final and best test accuracy (%), test
+    images, epochs, wall time, config hash; a missing run shows its command."""
     rows = []
     for lr, s in sorted(sweep.items()):
-        cfg = configs[lr]
         done = not is_missing(s)
-        rows.append({"lr": lr,
-                     "test accuracy (%)": round(100 * s["accuracy"], 2) if done else None,
+        rows.append({**_run_row(configs[lr], s, lr=lr),
                      "best epoch (%)": round(100 * s["best_accuracy"], 2) if done else None,
-                     "test images": test_size(cfg),
-                     "epochs": cfg.epochs, "wall time (min)": round(s["wall_s"] / 60, 1) if done else None,
-                     "config": cfg.hash(), "status": "done" if done else "missing",
-                     "command": "" if done else train_command(cfg)})
-    return pd.DataFrame(rows)
+                     "epochs": configs[lr].epochs,
+                     "wall time (min)": round(s["wall_s"] / 60, 1) if done else None})
+    cols = ["lr", "test accuracy (%)", "best epoch (%)", "test images", "epochs",
+            "wall time (min)", "config", "status", "command"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _standard_error(table: pd.DataFrame) -> tuple[pd.Series, float]:
+    """The row of the highest final accuracy and its binomial standard error in points,
+    100 sqrt(p (1 - p) / n) for accuracy p on n test images."""
+    top = table.loc[table["test accuracy (%)"].idxmax()]
+    p = top["test accuracy (%)"] / 100
+    return top, 100 * math.sqrt(p * (1 - p) / top["test images"])
 
 
 def sweep_best(table: pd.DataFrame) -> float | None:
@@ -142,10 +158,9 @@ def sweep_best(table: pd.DataFrame) -> float | None:
     try. None until every run of the sweep has finished."""
     if table.empty or (table["status"] != "done").any():
         return None
+    top, se = _standard_error(table)
     acc = table["test accuracy (%)"]
-    p, n = acc.max() / 100, table.loc[acc.idxmax(), "test images"]
-    se = 100 * math.sqrt(p * (1 - p) / n)
-    return float(table.loc[acc >= acc.max() - se, "lr"].min())
+    return float(table.loc[acc >= top["test accuracy (%)"] - se, "lr"].min())
 
 
 def sweep_verdict(table: pd.DataFrame, default: float) -> tuple[str, str]:
@@ -154,12 +169,10 @@ def sweep_verdict(table: pd.DataFrame, default: float) -> tuple[str, str]:
     best = sweep_best(table)
     if best is None:
         return "The sweep is incomplete; the table lists the missing runs.", "warning"
-    acc = table["test accuracy (%)"]
-    top = table.loc[acc.idxmax()]
-    p, n = top["test accuracy (%)"] / 100, top["test images"]
-    why = (f"the smallest rate within one standard error ({100 * math.sqrt(p * (1 - p) / n):.1f}"
-           f" points on {n} test images) of the highest accuracy ({top['test accuracy (%)']:g} %"
-           f" at lr {top['lr']:g})")
+    top, se = _standard_error(table)
+    why = (f"the smallest rate within one standard error ({se:.1f} points on "
+           f"{top['test images']} test images) of the highest accuracy "
+           f"({top['test accuracy (%)']:g} % at lr {top['lr']:g})")
     if abs(best - default) < 1e-12:
         return f"The default learning rate {default:g} is the sweep's choice at this profile: {why}.", "note"
     return (f"The sweep's choice at this profile is {best:g} ({why}), but the default is "
@@ -179,22 +192,14 @@ def test_size(cfg) -> int:
 
 def precision_check(study, lr: float) -> tuple[pd.DataFrame, list] | str:
     """The sweep's run at ``lr`` trained in bf16 beside the same run in fp32 (the table and
-    the two configs): the evidence
-    that a profile with precision="bf16" loses no accuracy to it (speed is measured in
-    benchmarks/training.py, not here: these runs shared the machine). A string says why
+    the two configs): the evidence that a profile with precision="bf16" loses no accuracy
+    to it (speed is measured in benchmarks/training.py, not here: these runs shared the
+    machine). A string says why
     there is nothing to compare (the profile trains in its default precision)."""
     from .config import apply_overrides
-    from .results import train_command
     ref = next((c for c in study.sweep_configs() if abs(c.lr - lr) < 1e-12), None)
     if ref is None or ref.precision != "bf16":
         return "This profile trains in its default precision (fp32 on CPU, bf16 on CUDA)."
-    rows, configs = [], [ref, apply_overrides(ref, {"precision": "fp32"})]
-    for cfg in configs:
-        s = study.summary_of(cfg)
-        done = not is_missing(s)
-        rows.append({"precision": cfg.precision, "lr": cfg.lr,
-                     "test accuracy (%)": round(100 * s["accuracy"], 2) if done else None,
-                     "test images": test_size(cfg),
-                     "config": cfg.hash(), "status": "done" if done else "missing",
-                     "command": "" if done else train_command(cfg)})
+    configs = [ref, apply_overrides(ref, {"precision": "fp32"})]
+    rows = [_run_row(c, study.summary_of(c), precision=c.precision, lr=c.lr) for c in configs]
     return pd.DataFrame(rows), configs
