@@ -25,7 +25,7 @@ def cmd_train(args) -> None:
 def cmd_sweep(args) -> None:
     from .config import lr_sweep
     from .train import train
-    for cfg in lr_sweep(args.profile):
+    for cfg in lr_sweep(args.profile, args.model):
         if args.set:
             cfg = apply_overrides(cfg, parse_assignments(args.set)).validate()
         s = train(cfg)

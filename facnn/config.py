@@ -218,11 +218,13 @@ SWEEP = {
 }
 
 
-def lr_sweep(profile: str) -> list[Config]:
-    """The configs of the profile's learning-rate sweep, one per learning rate."""
+def lr_sweep(profile: str, model: str = "fa-pool") -> list[Config]:
+    """The configs of the profile's learning-rate sweep for ``model`` (minimal recipe), one
+    per learning rate: same grid, subset and epochs for every model."""
     _choice("profile", profile, PROFILES)
+    _choice("model", model, MODELS)
     s = SWEEP[profile]
-    return [preset(profile, s["dataset"], "fa-pool", **s["overrides"], lr=lr) for lr in s["lrs"]]
+    return [preset(profile, s["dataset"], model, **s["overrides"], lr=lr) for lr in s["lrs"]]
 
 
 def table1_cells(profile: str, dataset: str) -> list[tuple[str, str]]:
