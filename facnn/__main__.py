@@ -1,5 +1,6 @@
 """Command line: ``python -m facnn {train,eval,info,sweep} --dataset D --model M --profile P
-[--recipe R] [--set key=value ...]``."""
+[--recipe R] [--set key=value ...]``; ``python -m facnn plan --profile P [--json] [--format sh]
+[--measure] [--run]``; ``python -m facnn data {pack,unpack} ...``."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +47,58 @@ def cmd_info(args) -> None:
     print(describe(_config(args)))
 
 
+def cmd_plan(args) -> None:
+    from .plan import make_plan, run_missing
+    plan = make_plan(args.profile, args.device, args.out_dir, measure=args.measure,
+                     measure_batch=args.measure_batch)
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=1))
+    elif args.format == "sh":
+        import torch
+        print(plan.shell(max(1, torch.cuda.device_count())), end="")
+    else:
+        print(plan.text())
+    if args.run:
+        run_missing(plan, say=lambda m: print(m, file=sys.stderr, flush=True))
+
+
+def cmd_data(args) -> None:
+    from . import pack
+    if args.action == "pack":
+        m = pack.pack(args.target, args.out, max_mb=args.max_mb, source=args.source)
+        loss = m["train"]["loss"]
+        print(f"wrote {args.out}: {m['size_bytes'] / 1e6:.1f} MB, train WebP quality "
+              f"{m['train']['quality']} (PSNR {loss['psnr_db']:.2f} dB, mean abs error "
+              f"{loss['mean_abs_error']:.3f}), test lossless")
+    else:
+        path = pack.unpack(args.target, args.out)
+        print(f"wrote {path}")
+
+
+def _add_plan_and_data(sub) -> None:
+    p = sub.add_parser("plan", help="every run the book needs at a profile: cost, done, command")
+    p.add_argument("--profile", default="paper", choices=PROFILES)
+    p.add_argument("--device", default=None, choices=("cpu-2core", "h200"),
+                   help="estimate hours for this device kind (default: this machine's)")
+    p.add_argument("--out-dir", default="results", help="the results folder (default results)")
+    p.add_argument("--json", action="store_true", help="write the plan as JSON")
+    p.add_argument("--format", default="text", choices=("text", "sh"),
+                   help="sh: the missing runs as a shell script")
+    p.add_argument("--measure", action="store_true",
+                   help="time a few training steps of each architecture here instead of the table")
+    p.add_argument("--measure-batch", type=int, default=None,
+                   help="batch for --measure (default: the config's)")
+    p.add_argument("--run", action="store_true", help="train the missing runs one after another")
+    p.set_defaults(fn=cmd_plan)
+    p = sub.add_parser("data", help="pack a dataset into an offline WebP pack, or unpack one")
+    p.add_argument("action", choices=("pack", "unpack"))
+    p.add_argument("target", help="pack: the dataset (cifar10, cifar100); unpack: the pack folder")
+    p.add_argument("--out", required=True, help="pack: the pack folder; unpack: the data folder")
+    p.add_argument("--max-mb", type=float, default=50.0, help="pack: size budget in MB (10^6 bytes)")
+    p.add_argument("--source", default=None, help="pack: the .npz to read (default data/<dataset>.npz)")
+    p.set_defaults(fn=cmd_data)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m facnn", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -58,15 +111,20 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--model", default="fa-pool", choices=MODELS)
         p.add_argument("--profile", default="cpu", choices=PROFILES)
         p.add_argument("--recipe", default=None, choices=RECIPES)
-        p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                       help="config overrides, e.g. --set epochs=3 lr=0.05")
+        p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                       help="config overrides, e.g. --set epochs=3 lr=0.05 (repeatable)")
         p.set_defaults(fn=fn)
+    _add_plan_and_data(sub)
     args = ap.parse_args(argv)
+    from .fileio import StorageError
     from .train import CheckpointError
     try:
         args.fn(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:  # bad input: one line
-        sys.exit(f"error: {e}")
+    except (ValueError, FileNotFoundError, CheckpointError, StorageError, FloatingPointError) as e:
+        sys.exit(f"error: {e}")   # bad input, a damaged file, a full disk, a NaN loss: one line
+    except KeyboardInterrupt as e:   # Ctrl-C: train() saved what it could and says how to resume
+        print(str(e) or "stopped", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

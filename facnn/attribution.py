@@ -26,6 +26,8 @@ import torch.nn.functional as F_
 from torch import Tensor, nn
 
 from . import layers as L
+from .checks import (check_batch_size, check_choice, check_classes, check_float, check_images,
+                     check_int, check_layer, check_model, check_tensor, require_features)
 from .models import default_batch, fast_layout
 
 Layer = Union[int, str, None]   # FA-CNN layer L in 1..N, a module name, or None (the last)
@@ -35,7 +37,10 @@ Layer = Union[int, str, None]   # FA-CNN layer L in 1..N, a module name, or None
 
 def upsample(maps: Tensor, size: int | tuple[int, int]) -> Tensor:
     """Bilinear resize (B, M, h, w) -> (B, M, *size), half-pixel centres (as cv2.resize)."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    maps = check_tensor("maps", maps)
+    if maps.dim() != 4 or not maps.is_floating_point():
+        raise ValueError(f"maps must be float (B, M, h, w), got {maps.dtype} {tuple(maps.shape)}")
+    size = _pair(size, "size")
     if tuple(maps.shape[-2:]) == size:
         return maps
     return F_.interpolate(maps, size=size, mode="bilinear", align_corners=False)
@@ -43,6 +48,10 @@ def upsample(maps: Tensor, size: int | tuple[int, int]) -> Tensor:
 
 def minmax(maps: Tensor) -> Tensor:
     """Rescale every map (last two dims) to [0, 1]; a constant map becomes all zeros."""
+    maps = check_tensor("maps", maps)
+    if maps.dim() < 2 or maps.numel() == 0 or not maps.is_floating_point():
+        raise ValueError(f"maps must be non-empty floats (..., h, w), got {maps.dtype} "
+                         f"{tuple(maps.shape)}")
     lo = maps.amin(dim=(-2, -1), keepdim=True)
     span = maps.amax(dim=(-2, -1), keepdim=True) - lo
     # a constant map has span 0 and numerator 0: clamp keeps it 0 instead of 0/0
@@ -51,25 +60,9 @@ def minmax(maps: Tensor) -> Tensor:
 
 def class_selection(classes, batch: int, num_classes: int, device=None) -> Tensor:
     """The class index of every output map: LongTensor (B, C_sel). Raises ValueError for a
-    class outside 0..C-1 or a per-image tensor of the wrong length."""
-    if classes is None:
-        sel = torch.arange(num_classes).expand(batch, num_classes)
-    elif isinstance(classes, Tensor) and classes.dim() == 1:
-        if len(classes) != batch:
-            raise ValueError(f"a class tensor gives one class per image: expected shape "
-                             f"({batch},), got {tuple(classes.shape)}; pass a list for the "
-                             f"same classes on every image")
-        sel = classes.long().cpu()[:, None]
-    else:
-        items = [int(classes)] if isinstance(classes, (int, Tensor)) else [int(c) for c in classes]
-        if not items:
-            raise ValueError("classes is empty; pass None for all classes")
-        sel = torch.tensor(items).expand(batch, len(items))
-    bad = sel[(sel < 0) | (sel >= num_classes)]
-    if len(bad):
-        raise ValueError(f"class {int(bad[0])} is outside 0..{num_classes - 1}: the model has "
-                         f"{num_classes} outputs")
-    return sel.to(device)
+    class outside 0..C-1 or a per-image tensor of the wrong length (facnn.checks)."""
+    batch = check_int("batch", batch, 1)
+    return check_classes(classes, batch, check_int("num_classes", num_classes, 1)).to(device)
 
 
 def _pick(maps: Tensor, sel: Tensor) -> Tensor:
@@ -83,7 +76,7 @@ def _pick(maps: Tensor, sel: Tensor) -> Tensor:
 @contextmanager
 def eval_mode(model: nn.Module):
     """Run in eval mode and restore the caller's mode afterwards."""
-    was = model.training
+    was = check_model(model).training
     model.eval()
     try:
         yield model
@@ -99,47 +92,10 @@ def _num_classes(model: nn.Module, x: Tensor) -> int:
     return int(c)
 
 
-def _check_images(x: Tensor) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        raise ValueError(f"expected a batch of images (B, 3, H, W), got "
-                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}; "
-                         f"add a batch dimension with x[None]")
-
-
-def _require_features(model: nn.Module, what: str) -> None:
-    if not hasattr(model, "forward_features"):
-        raise ValueError(f"{what} needs a model with forward_features (FA-CNN or Vanilla-CNN); "
-                         f"{type(model).__name__} has none. For a ResNet use "
-                         f"grad_cam(model, x, layer='layer4') (a named module)")
-
-
-def check_layer(model: nn.Module, layer: Layer) -> int | str:
-    """Resolve ``layer``: an int in 1..N (FA-CNN's X_L), a module name (any model), or None
-    for the last layer (X_N, or a ResNet's last stage)."""
-    if layer is None:
-        if hasattr(model, "forward_features"):
-            return int(model.depth)
-        for name in ("layer4", "net.layer4"):
-            try:
-                model.get_submodule(name)
-                return name
-            except AttributeError:
-                pass
-        raise ValueError(f"{type(model).__name__} has no forward_features and no 'layer4': "
-                         f"name the module to explain, e.g. layer='features.7'")
-    if isinstance(layer, str):
-        try:
-            model.get_submodule(layer)
-        except AttributeError:
-            raise ValueError(f"{type(model).__name__} has no module {layer!r}; see "
-                             f"[n for n, _ in model.named_modules()]") from None
-        return layer
-    _require_features(model, f"layer={layer}")
-    n = int(model.depth)
-    if not 1 <= int(layer) <= n:
-        raise ValueError(f"layer {layer} is outside 1..{n}: layers count from 1 to N = {n}; "
-                         f"use layer=None for the last")
-    return int(layer)
+def _layers(model: nn.Module, layers: Sequence[Layer]) -> list:
+    if isinstance(layers, (str, int)) or layers is None or not len(layers):
+        raise ValueError(f"layers={layers!r} must be a non-empty list, e.g. [1, {getattr(model, 'depth', 'N')}]")
+    return [check_layer(model, l) for l in layers]
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
@@ -155,15 +111,16 @@ def class_maps(model: nn.Module, x: Tensor, layer: int | None = None, classes=No
     One forward pass, no gradients, whatever C is (the paper's headline). At L = N, with the
     pooling head, the pixel mean of L_c is the score Y^c. Returns (B, C_sel, h_L, w_L).
     """
-    _require_features(model, "class_maps")
+    require_features(model, "class_maps")
+    check_images(x)
     return class_maps_layers(model, x, [check_layer(model, layer)], classes)[0]
 
 
 def class_maps_layers(model: nn.Module, x: Tensor, layers: Sequence[int], classes=None) -> list[Tensor]:
     """``class_maps`` at several layers from the same single forward pass."""
-    _require_features(model, "class_maps")
-    _check_images(x)
-    layers = [check_layer(model, l) for l in layers]
+    require_features(model, "class_maps")
+    check_images(x)
+    layers = _layers(model, layers)
     sel = class_selection(classes, len(x), model.num_classes, x.device)
     with eval_mode(model), torch.no_grad():
         feats = model.forward_features(x)   # [X_1 .. X_N], X_L: (B, K, h_L, w_L)
@@ -225,12 +182,13 @@ def grad_cam_layers(model: nn.Module, x: Tensor, layers: Sequence[Layer], classe
                     target: str = "score", relu: bool = True, batch_size: int = 32,
                     class_chunk: int = 10) -> list[Tensor]:
     """``grad_cam`` at several layers, sharing the forward and backward passes."""
-    _check_images(x)
+    check_model(model)
+    check_images(x)
     if target not in ("score", "probability"):
         raise ValueError(f"unknown target {target!r}; choose 'score' (Y^c) or 'probability'")
-    if batch_size < 1 or class_chunk < 1:
-        raise ValueError("batch_size and class_chunk must be >= 1")
-    layers = [check_layer(model, l) for l in layers]
+    check_batch_size("batch_size", batch_size, optional=False)
+    check_int("class_chunk", class_chunk, 1)
+    layers = _layers(model, layers)
     sel = class_selection(classes, len(x), _num_classes(model, x), x.device)
     parts = [_grad_cam_batch(model, x[s], layers, sel[s], target, class_chunk)
              for s in _chunks(len(x), batch_size)]
@@ -271,8 +229,11 @@ def rise_masks(n_masks: int, size: tuple[int, int], cell: int = 7, p: float = 0.
     and fall anywhere. Only the small grids and shifts of all N masks are drawn up front
     (seeded), so the masks do not depend on ``chunk``, and never all N exist at full size.
     """
-    h, w = size
-    g = torch.Generator().manual_seed(seed)
+    n_masks, cell, chunk = (check_int(k, v, 1) for k, v in
+                            (("n_masks", n_masks), ("cell", cell), ("chunk", chunk)))
+    check_float("p", p, 0.0, 1.0, lo_open=True)
+    h, w = _pair(size, "size")
+    g = torch.Generator().manual_seed(check_int("seed", seed))
     ch, cw = math.ceil(h / cell), math.ceil(w / cell)
     grids = (torch.rand(n_masks, 1, cell, cell, generator=g) < p).float()   # (N, 1, s, s)
     dy = torch.randint(0, ch, (n_masks,), generator=g)
@@ -295,14 +256,12 @@ def rise(model: nn.Module, x: Tensor, classes=None, n_masks: int = 4000, cell: i
     go through the model per forward. ``cell`` is the grid side s (7 in the paper's RISE).
     Returns (B, C_sel, H, W).
     """
-    _check_images(x)
-    if n_masks < 1:
-        raise ValueError(f"n_masks={n_masks} must be >= 1 (RISE averages over N masks)")
-    if not 0 < p <= 1:
-        raise ValueError(f"p={p} must be in (0, 1]: it is the probability that a cell is kept")
-    batch_size = batch_size or default_batch(x)
-    if cell < 1 or batch_size < 1:
-        raise ValueError("cell and batch_size must be >= 1")
+    check_model(model)
+    check_images(x)
+    check_int("n_masks", n_masks, 1)                 # RISE averages over N masks
+    check_float("p", p, 0.0, 1.0, lo_open=True)      # the probability that a cell is kept
+    check_int("cell", cell, 1)
+    batch_size = check_batch_size("batch_size", batch_size) or default_batch(x)
     b, _, h, w = x.shape
     sel = class_selection(classes, b, _num_classes(model, x), x.device)
     sal = x.new_zeros(b, sel.shape[1], h, w, dtype=torch.float32)
@@ -317,10 +276,14 @@ def rise(model: nn.Module, x: Tensor, classes=None, n_masks: int = 4000, cell: i
 
 
 def _pair(v: int | tuple[int, int], name: str) -> tuple[int, int]:
-    v = (v, v) if isinstance(v, int) else tuple(int(t) for t in v)
-    if len(v) != 2 or min(v) < 1:
-        raise ValueError(f"{name}={v} must be a positive int or a pair of them")
-    return v
+    try:
+        pair = (v, v) if isinstance(v, int) else tuple(v)
+        pair = tuple(check_int(name, t, 1) for t in pair)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2:
+        raise ValueError(f"{name}={v!r} must be a positive int or a pair of them")
+    return pair
 
 
 def _starts(size: int, window: int, stride: int) -> Tensor:
@@ -345,7 +308,9 @@ def k_occlusion(model: nn.Module, x: Tensor, classes=None, window: int | tuple |
     window = min(H, W) / 8 (4 px at 32x32, 28 at 224), stride = window / 2. Many windows
     (``batch_size`` occluded images) per forward. Returns (B, C_sel, H, W).
     """
-    _check_images(x)
+    check_model(model)
+    check_images(x)
+    check_float("fill", fill)
     b, _, h, w = x.shape
     window = _pair(window if window is not None else max(1, round(min(h, w) / 8)), "window")
     stride = _pair(stride if stride is not None else max(1, window[0] // 2), "stride")
@@ -356,7 +321,7 @@ def k_occlusion(model: nn.Module, x: Tensor, classes=None, window: int | tuple |
         raise ValueError(f"stride {stride} > window {window} would leave pixels never occluded")
     if target not in ("score", "probability"):
         raise ValueError(f"unknown target {target!r}; choose 'score' or 'probability'")
-    batch_size = batch_size or default_batch(x)
+    batch_size = check_batch_size("batch_size", batch_size) or default_batch(x)
     tops, lefts = _starts(h, window[0], stride[0]), _starts(w, window[1], stride[1])
     rows, cols = _coverage(tops, window[0], h), _coverage(lefts, window[1], w)   # (P_h, H), (P_w, W)
     n_pos = len(tops) * len(lefts)
@@ -384,9 +349,10 @@ def k_occlusion(model: nn.Module, x: Tensor, classes=None, window: int | tuple |
 
 def random_maps(model: nn.Module, x: Tensor, classes=None, seed: int = 0) -> Tensor:
     """The RAND baseline: i.i.d. uniform maps (B, C_sel, H, W) from a seeded generator."""
-    _check_images(x)
+    check_model(model)
+    check_images(x)
     sel = class_selection(classes, len(x), _num_classes(model, x))
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_int("seed", seed))
     return torch.rand(*sel.shape, *x.shape[-2:], generator=g).to(x.device)
 
 
@@ -402,9 +368,8 @@ LAYERED = {"fa-cnn", "grad-cam"}
 def attribute(method: str, model: nn.Module, x: Tensor, classes=None, layer: Layer = None,
               **kw) -> Tensor:
     """Raw maps of ``method`` (a key of METHODS); ``layer`` only reaches layered methods."""
-    if method not in METHODS:
-        raise ValueError(f"unknown attribution method {method!r}; choose one of "
-                         f"{', '.join(METHODS)}")
+    check_choice("attribution method", method, METHODS)
+    check_model(model)
     if method in LAYERED:
         kw["layer"] = layer
     return METHODS[method](model, x, classes=classes, **kw)

@@ -14,17 +14,21 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Mapping
 
+from .checks import check_bool, check_float, check_increasing, check_int, check_str
+
 PROFILES = ("paper", "cpu", "smoke")
 MODELS = ("fa-pool", "fa-linear", "vanilla", "resnet18", "resnet50")
-DATASETS = ("cifar10", "cifar100", "imagenet100", "shapes")
+DATASETS = ("cifar10", "cifar100", "imagenet100", "imagenet20", "shapes")
 RECIPES = ("minimal", "standard")
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet100": 100, "shapes": 10}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet100": 100, "imagenet20": 20, "shapes": 10}
+# ImageNet subsets (ImageFolder layout, the ImageNet stem): their native image size
+IMAGE_SIZE = {"imagenet100": 224, "imagenet20": 84}
 
 # Fields that say where or how a run happens, not what it computes: left out of the hash
 # so a run resumes on another device or from another data folder.
 _NOT_HASHED = {"device", "data_root", "out_dir", "download", "progress", "num_workers",
-               "save_every_s"}
-_ADDED_LATER = {"precision": "auto"}
+               "save_every_s", "compile"}
+_ADDED_LATER = {"precision": "auto", "loader": "auto"}
 
 
 @dataclass
@@ -53,9 +57,12 @@ class Config:
     download: bool = False          # let torchvision download when the .npz is absent
     shapes_train: int = 2000        # size of the synthetic `shapes` splits
     shapes_test: int = 500
-    image_size: int = 224           # ImageNet-100 crop size
-    classes_file: str | None = None  # ImageNet-100 class list (wnids); None = seeded choice
+    image_size: int = 224           # ImageNet crop size (preset: IMAGE_SIZE of the subset)
+    classes_file: str | None = None  # ImageNet class list (wnids or a classes.json); None =
+                                     # imagenet20's classes.json, imagenet100's seeded choice
     num_workers: int = 4            # only for ImageFolder data; in-memory data uses none
+    loader: str = "auto"            # ImageNet subsets: "tensor" (decoded once into memory),
+                                    # "workers" (DataLoader); auto = tensor for imagenet20 only
     # training
     recipe: str = "minimal"         # SPEC 5
     epochs: int = 300
@@ -74,6 +81,7 @@ class Config:
     out_dir: str = "results"
     progress: bool = True
     save_every_s: float = 600.0     # also checkpoint mid-epoch this often (paper-size epochs are long)
+    compile: bool = False           # torch.compile the model (CUDA only; ignored on CPU)
 
     # -- derived -----------------------------------------------------------------
     @property
@@ -117,17 +125,38 @@ class Config:
         _choice("resnet_form", self.resnet_form, ("cifar", "torchvision"))
         _choice("schedule", self.schedule, ("cosine", "multistep", "step"))
         _choice("precision", self.precision, ("auto", "bf16", "fp32"))
-        for name in ("depth", "maps_per_class", "pool_every", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.lr <= 0:
-            raise ValueError(f"lr={self.lr} must be > 0")
+        _choice("loader", self.loader, ("auto", "tensor", "workers"))
+        self._validate_numbers()
         if self.model == "fa-pool" and self.channels != self.num_classes * self.maps_per_class:
             raise ValueError(
                 f"width={self.width} does not match C*R = {self.num_classes}*{self.maps_per_class}"
                 f" = {self.num_classes * self.maps_per_class}: the pooling head needs exactly R"
                 f" channels per class. Drop the width override or set maps_per_class instead.")
         return self
+
+    def _validate_numbers(self) -> None:
+        """Every numeric and boolean field by type and range (a Config built directly, not
+        through apply_overrides, may hold a string or a NaN)."""
+        for name, lo in (("depth", 1), ("maps_per_class", 1), ("pool_every", 1), ("epochs", 1),
+                         ("batch_size", 1), ("resnet_width", 1), ("shapes_train", 1),
+                         ("shapes_test", 1), ("image_size", 8), ("num_workers", 0),
+                         ("step_size", 1), ("seed", 0)):
+            check_int(name, getattr(self, name), lo)
+        if self.width is not None:
+            check_int("width", self.width, 1)
+        check_float("lr", self.lr, 0.0, lo_open=True)
+        check_float("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        check_float("weight_decay", self.weight_decay, 0.0)
+        check_float("gamma", self.gamma, 0.0, lo_open=True)
+        check_float("eps", self.eps, 0.0, lo_open=True)
+        check_float("save_every_s", self.save_every_s, 0.0)
+        check_increasing("milestones", self.milestones, strict=False)
+        for name in ("download", "progress", "compile"):
+            check_bool(name, getattr(self, name))
+        for name in ("data_root", "out_dir", "device"):
+            check_str(name, getattr(self, name))
+        for name in ("subset", "classes_file"):
+            check_str(name, getattr(self, name), optional=True)
 
 
 def _choice(name: str, value: str, allowed: Iterable[str]) -> None:
@@ -150,7 +179,7 @@ def _recipe_fields(recipe: str, dataset: str, epochs: int) -> dict[str, Any]:
     if recipe == "minimal":
         return dict(recipe="minimal", lr=MINIMAL_LR, momentum=0.0, weight_decay=0.0,
                     schedule="cosine")
-    if dataset == "imagenet100":
+    if dataset in IMAGE_SIZE:
         return dict(recipe="standard", lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="step",
                     step_size=max(1, round(epochs * 30 / 100)), gamma=0.1)
     # two distinct milestones whenever the budget has room: at 5 epochs round() gives 2 and 2
@@ -163,19 +192,23 @@ def _recipe_fields(recipe: str, dataset: str, epochs: int) -> dict[str, Any]:
 # Per profile: backbone size, maps per class per dataset, epochs per dataset, ResNet width.
 _PROFILE = {
     "paper": dict(depth=24, pool_every=8, R={"cifar10": 20, "cifar100": 6, "imagenet100": 6,
-                                            "shapes": 20},
-                  epochs={"cifar10": 300, "cifar100": 300, "imagenet100": 100, "shapes": 300},
+                                            "imagenet20": 10, "shapes": 20},
+                  epochs={"cifar10": 300, "cifar100": 300, "imagenet100": 100, "imagenet20": 100,
+                          "shapes": 300},
                   resnet_width=64),
     # cpu: sized so that every run of Table 1, the lr sweep and the chapters fit about two
     # hours of two CPU cores (book/reproduce.md gives the measured times); bf16 autocast
     # because these CPUs have native bf16 and it trains 2.3x faster (make bench)
+    # (imagenet20's 10 epochs are provisional: K=40 at 84x84 with the ImageNet stem)
     "cpu": dict(depth=9, pool_every=3, R={"cifar10": 4, "cifar100": 1, "imagenet100": 1,
-                                          "shapes": 4},
-                epochs={"cifar10": 5, "cifar100": 2, "imagenet100": 5, "shapes": 10},
+                                          "imagenet20": 2, "shapes": 4},
+                epochs={"cifar10": 5, "cifar100": 2, "imagenet100": 5, "imagenet20": 10,
+                        "shapes": 10},
                 resnet_width=16, precision="bf16"),
     "smoke": dict(depth=4, pool_every=2, R={"cifar10": 2, "cifar100": 1, "imagenet100": 1,
-                                            "shapes": 4},
-                  epochs={"cifar10": 2, "cifar100": 2, "imagenet100": 1, "shapes": 6},
+                                            "imagenet20": 1, "shapes": 4},
+                  epochs={"cifar10": 2, "cifar100": 2, "imagenet100": 1, "imagenet20": 1,
+                          "shapes": 6},
                   resnet_width=8),
 }
 
@@ -196,8 +229,8 @@ def preset(profile: str = "cpu", dataset: str = "cifar10", model: str = "fa-pool
                                 pool_every=p["pool_every"], maps_per_class=p["R"][dataset],
                                 epochs=epochs, resnet_width=p["resnet_width"],
                                 precision=p.get("precision", "auto"))
-    if dataset == "imagenet100":
-        base.update(stem="imagenet", resnet_form="torchvision")
+    if dataset in IMAGE_SIZE:   # ImageNet subsets: the ImageNet stem, torchvision's ResNets
+        base.update(stem="imagenet", resnet_form="torchvision", image_size=IMAGE_SIZE[dataset])
     base.update(_recipe_fields(recipe or "minimal", dataset, epochs))
     cfg = apply_overrides(Config(), base)
     # epochs given as an override keep the recipe's fractions
@@ -228,7 +261,12 @@ def lr_sweep(profile: str, model: str = "fa-pool") -> list[Config]:
 
 
 def table1_cells(profile: str, dataset: str) -> list[tuple[str, str]]:
-    """(model, recipe) of each Table 1 row, in the paper's order."""
+    """(model, recipe) of each Table 1 row, in the paper's order. ImageNet-20 (our 84x84
+    stand-in for ImageNet-100 on CPUs) has the minimal-recipe rows up to ResNet-18."""
+    _choice("dataset", dataset, DATASETS)
+    if dataset == "imagenet20":
+        return [("fa-pool", "minimal"), ("fa-linear", "minimal"), ("vanilla", "minimal"),
+                ("resnet18", "minimal")]
     return [("fa-pool", "minimal"), ("fa-linear", "minimal"), ("vanilla", "minimal"),
             ("resnet18", "minimal"), ("resnet50", "minimal"),
             ("resnet18", "standard"), ("resnet50", "standard")]
@@ -257,6 +295,37 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
                          f"{', '.join(sorted(known))}")
     changes = {k: _coerce(k, known[k].type, v) for k, v in overrides.items()}
     return dataclasses.replace(cfg, **changes)
+
+
+def cli_command(cfg: Config, cmd: str = "train") -> str:
+    """The command line that rebuilds ``cfg``: ``python -m facnn train --dataset D --model M
+    --profile P [--recipe R] [--set k=v ...]``, with a --set for exactly the fields that
+    differ from the preset (so parsing it back gives the same config and hash)."""
+    import shlex
+    base = preset(cfg.profile, cfg.dataset, cfg.model, cfg.recipe)
+    names = [f.name for f in fields(Config) if f.name not in ("profile", "dataset", "model")]
+    diff = {k: getattr(cfg, k) for k in names if getattr(cfg, k) != getattr(base, k)}
+    diff.pop("recipe", None)
+    # an epochs override re-derives the recipe's milestones; spell out what still differs
+    back = preset(cfg.profile, cfg.dataset, cfg.model, cfg.recipe, **diff)
+    diff.update({k: getattr(cfg, k) for k in names if getattr(back, k) != getattr(cfg, k)})
+    parts = ["python -m facnn", cmd, "--dataset", cfg.dataset, "--model", cfg.model,
+             "--profile", cfg.profile]
+    if cfg.recipe != "minimal":
+        parts += ["--recipe", cfg.recipe]
+    if diff:
+        parts += ["--set"] + [shlex.quote(f"{k}={_cli_value(v)}") for k, v in diff.items()]
+    return " ".join(parts)
+
+
+def _cli_value(v: Any) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, tuple):
+        return ",".join(str(i) for i in v)
+    return str(v)
 
 
 def _coerce(name: str, typ: Any, value: Any) -> Any:

@@ -1,11 +1,16 @@
-"""Datasets and loaders: CIFAR-10/100, ImageNet-100, and the synthetic ``shapes``.
+"""Datasets and loaders: CIFAR-10/100, ImageNet-100, ImageNet-20 and the synthetic ``shapes``.
 
-In-memory datasets (CIFAR, shapes) are kept as uint8 tensors (N, 3, H, W) and served by
-:class:`TensorLoader`, which augments on the device, as airbench does: no DataLoader
-workers for 32x32 images. ImageNet-100 goes through torchvision's ImageFolder.
+In-memory datasets (CIFAR, shapes, ImageNet-20) are kept as uint8 tensors (N, 3, H, W) and
+served by :class:`TensorLoader`, which augments on the device, as airbench does: no
+DataLoader workers for small images. ImageNet-100 streams from its ImageFolder layout
+through :class:`FolderLoader` (a DataLoader with workers); ImageNet-20 has the same layout
+and is read by the same functions, then decoded once into memory.
 """
 from __future__ import annotations
 
+import functools
+import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +24,7 @@ STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "imagenet100": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "imagenet20": ((0.4696, 0.4368, 0.3832), (0.2670, 0.2629, 0.2722)),  # its classes.json
     "shapes": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
 }
 SHAPES_CLASSES = ("red disc", "green disc", "blue disc", "red square", "green square",
@@ -29,13 +35,16 @@ SHAPES_CLASSES = ("red disc", "green disc", "blue disc", "red square", "green sq
 @dataclass
 class ArrayDataset:
     """One split held in memory. images: uint8 (N, 3, H, W); labels: int64 (N,);
-    masks: bool (N, H, W) ground-truth object masks where the dataset has them."""
+    masks: bool (N, H, W) ground-truth object masks where the dataset has them; wnids and
+    imagenet_index (the ImageNet-1k label of each class) for ImageNet subsets."""
 
     name: str
     images: Tensor
     labels: Tensor
     classes: list[str]
     masks: Tensor | None = None
+    wnids: list[str] | None = None
+    imagenet_index: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -67,11 +76,13 @@ def denormalise(x: Tensor, dataset: str = "cifar10") -> Tensor:
 
 def load(name: str, split: str = "train", root: str | Path = "data", subset: str | None = None,
          download: bool = False, **kwargs) -> ArrayDataset:
-    """Load split ``train`` or ``test`` of ``cifar10``, ``cifar100`` or ``shapes`` in memory.
+    """Load split ``train`` or ``test`` of ``cifar10``, ``cifar100``, ``shapes`` or an
+    ImageNet subset in memory.
 
     CIFAR comes from ``<root>/<name>.npz`` (or ``<name>-<subset>.npz``) as written by
     ``../shared/data/unpack.py``, else from torchvision's files under ``<root>``,
-    downloading them when ``download`` is true.
+    downloading them when ``download`` is true. ImageNet subsets (``test`` = the val
+    folder) go through :func:`load_folder`; kwargs image_size, classes_file, seed.
     """
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; choose train or test")
@@ -80,9 +91,11 @@ def load(name: str, split: str = "train", root: str | Path = "data", subset: str
         return make_shapes(n, seed=kwargs.get("seed", 0) + (0 if split == "train" else 1))
     if name in ("cifar10", "cifar100"):
         return _load_cifar(name, split, Path(root), subset, download)
-    if name == "imagenet100":
-        raise ValueError("imagenet100 does not fit in memory; use facnn.data.imagenet100_folder")
-    raise ValueError(f"unknown dataset {name!r}; choose one of cifar10, cifar100, imagenet100, shapes")
+    if name in IMAGENET_SUBSETS:
+        return load_folder(name, split, root, kwargs.get("image_size", 224),
+                           kwargs.get("classes_file"), kwargs.get("seed", 0))
+    raise ValueError(f"unknown dataset {name!r}; choose one of cifar10, cifar100, "
+                     f"{', '.join(IMAGENET_SUBSETS)}, shapes")
 
 
 def _load_cifar(name: str, split: str, root: Path, subset: str | None, download: bool) -> ArrayDataset:
@@ -117,6 +130,9 @@ def load_config_data(cfg) -> tuple[ArrayDataset, ArrayDataset]:
     if cfg.dataset == "shapes":
         return (load("shapes", "train", n=cfg.shapes_train, seed=cfg.seed),
                 load("shapes", "test", n=cfg.shapes_test, seed=cfg.seed))
+    if cfg.dataset in IMAGENET_SUBSETS:
+        return tuple(load_folder(cfg.dataset, split, cfg.data_root, cfg.image_size,
+                                 cfg.classes_file, cfg.seed) for split in ("train", "test"))
     return (load(cfg.dataset, "train", cfg.data_root, cfg.subset, cfg.download),
             load(cfg.dataset, "test", cfg.data_root, cfg.subset, cfg.download))
 
@@ -173,16 +189,21 @@ class TensorLoader:
 
     The order of epoch ``e`` depends only on (seed, e), so a resumed run sees exactly the
     batches an uninterrupted one would. With ``world > 1`` (DDP) each rank takes every
-    ``world``-th batch of the shared permutation.
+    ``world``-th batch of the shared permutation. ``augmentation`` for training: "pad-crop"
+    (CIFAR's random crop with padding 4 + flip) or "resized-crop" (ImageNet's
+    RandomResizedCrop + flip, to the stored size).
     """
 
     def __init__(self, data: ArrayDataset, batch_size: int, train: bool, device="cpu",
-                 seed: int = 0, rank: int = 0, world: int = 1, drop_last: bool = False):
+                 seed: int = 0, rank: int = 0, world: int = 1, drop_last: bool = False,
+                 augmentation: str = "pad-crop"):
+        if augmentation not in ("pad-crop", "resized-crop"):
+            raise ValueError(f"unknown augmentation {augmentation!r}; choose pad-crop or resized-crop")
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         self.name, self.batch_size, self.train = data.name, batch_size, train
         self.device, self.seed, self.rank, self.world = torch.device(device), seed, rank, world
-        self.drop_last = drop_last
+        self.drop_last, self.augmentation = drop_last, augmentation
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -204,7 +225,10 @@ class TensorLoader:
             # the batches before it were served (exact mid-epoch resume)
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(n, generator=g)
-            crops = torch.randint(0, 9, (n, 2), generator=g)
+            if self.augmentation == "resized-crop":
+                crops = resized_crop_boxes(n, *self.images.shape[-2:], g)
+            else:
+                crops = torch.randint(0, 9, (n, 2), generator=g)
             flips = torch.rand(n, generator=g) < 0.5
         else:
             order = torch.arange(n)
@@ -214,7 +238,9 @@ class TensorLoader:
             idx = pos.to(self.device)
             x = self.images[idx]
             if self.train:
-                x = augment(x, crops[start:start + self.batch_size], flips[start:start + self.batch_size])
+                batch = crops[start:start + self.batch_size], flips[start:start + self.batch_size]
+                x = (augment_resized_crop(x, *batch, self.images.shape[-1])
+                     if self.augmentation == "resized-crop" else augment(x, *batch))
             yield normalise(x, self.name), self.labels[idx]
         self.start_batch = 0
 
@@ -233,18 +259,109 @@ def augment(x: Tensor, crops: Tensor, flips: Tensor, pad: int = 4) -> Tensor:
     return xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-# -- ImageNet-100 --------------------------------------------------------------------------
+# -- ImageNet subsets: ImageNet-100 and ImageNet-20 ----------------------------------------
+#
+# One code path for both: an ImageFolder layout (<root>/train/<wnid>/*.jpg, <root>/val/<wnid>/),
+# a class list of wnids, labels in sorted-wnid order (what torchvision's ImageFolder does; it is
+# also the ImageNet-1k index order and the order of imagenet20/classes.json), and the usual
+# ResNet transforms scaled to the image size. A small subset (ImageNet-20, 12,000 images of
+# 84x84) is decoded once into uint8 tensors and served by TensorLoader with the augmentation on
+# the device; a large one (ImageNet-100, 130,000 full-size photos) streams through a DataLoader
+# with workers (FolderLoader). Both serve epoch e in an order fixed by (seed, e), so a run
+# killed mid-epoch resumes bitwise.
+#
+# Augmentation at every size is ImageNet's, scaled: RandomResizedCrop(S) + flip for training,
+# Resize(S*256/224) + CenterCrop(S) for evaluation (224: 256/224; 84: 96/84). Not CIFAR's
+# pad-and-crop at 84 px: the reduced profiles keep the protocol and shrink only model, data
+# and image size, so ImageNet-20 rehearses the very transforms ImageNet-100 trains with.
 
-def imagenet100_classes(root: str | Path, classes_file: str | Path | None = None,
-                        seed: int = 0) -> list[str]:
-    """The 100 wnids of ImageNet-100. With no file: a seeded random choice among the class
-    folders of ``<root>/train`` (SPEC 5, DECIDED), written to ``<root>/imagenet100_classes.txt``."""
-    root = Path(root)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+# ImageNet-20: the 20 classes of ../shared/data/imagenet20/classes.json (wnid, ImageNet-1k
+# index = position in the sorted 1000 ILSVRC-2012 wnids, name), kept here too so that a copy
+# fetched from the public source, which has no classes.json, reads the same 20 classes.
+IMAGENET20 = (
+    ("n01843383", 96, "toucan"), ("n02091244", 173, "Ibizan hound"), ("n02108089", 242, "boxer"),
+    ("n02129165", 291, "lion"), ("n02457408", 364, "three-toed sloth"), ("n02747177", 412, "ashcan"),
+    ("n02795169", 427, "barrel"), ("n02871525", 454, "bookshop"), ("n03062245", 503, "cocktail shaker"),
+    ("n03127925", 519, "crate"), ("n03220513", 538, "dome"), ("n03337140", 553, "file"),
+    ("n03400231", 567, "frying pan"), ("n03770439", 655, "miniskirt"), ("n03773504", 657, "missile"),
+    ("n03838899", 683, "oboe"), ("n03854065", 687, "organ"), ("n04243546", 800, "slot"),
+    ("n13054560", 997, "bolete"), ("n13133613", 998, "ear"),
+)
+IMAGENET_SUBSETS = {"imagenet100": 100, "imagenet20": 20}   # dataset -> number of classes
+_SOURCE = {
+    "imagenet100": "the ILSVRC-2012 train and val folders (val sorted into val/<wnid>/); set "
+                   "data_root to the folder that holds train/ and val/",
+    "imagenet20": "one of two ways:\n"
+                  "  1. the project's offline copy, where a shared/data folder sits beside the "
+                  "checkout: cp -r ../shared/data/imagenet20 data/ (or set "
+                  "data_root=../shared/data/imagenet20)\n"
+                  "  2. the public source, mini-ImageNet at 84x84 (Vinyals et al. 2016): git clone "
+                  "https://github.com/Deo0330/split_minidataset data/imagenet20 && git -C "
+                  "data/imagenet20 checkout 557ebcae (only the 20 classes of "
+                  "facnn.data.IMAGENET20 are read; their list is classes.json in the offline copy)",
+}
+
+
+def imagenet_root(name: str, data_root: str | Path = "data") -> Path:
+    """The folder holding ``train/`` and ``val/`` of an ImageNet subset: the first of
+    ``<data_root>/<name>``, ``<data_root>`` and (ImageNet-20) ``../shared/data/<name>`` beside
+    the checkout that has a ``train/`` folder."""
+    data_root = Path(data_root)
+    candidates = [data_root / name, data_root]
+    shared = shared_data_dir()
+    if name == "imagenet20" and shared is not None:
+        candidates.append(shared / name)
+    for c in candidates:
+        if (c / "train").is_dir():
+            return c
+    raise FileNotFoundError(f"{name} not found: no train/<wnid>/ folder in "
+                            f"{', '.join(str(c) for c in candidates)}. Get it from {_SOURCE[name]}")
+
+
+def class_table(root: str | Path) -> list[dict]:
+    """ImageNet-20's classes as [{"wnid", "imagenet_index", "name"}], from ``<root>/classes.json``
+    when present, else from :data:`IMAGENET20`; sorted by wnid (= label order)."""
+    path = Path(root) / "classes.json"
+    if path.exists():
+        rows = json.loads(path.read_text())["classes"]
+        rows = [{k: r[k] for k in ("wnid", "imagenet_index", "name")} for r in rows]
+    else:
+        rows = [{"wnid": w, "imagenet_index": i, "name": n} for w, i, n in IMAGENET20]
+    return sorted(rows, key=lambda r: r["wnid"])
+
+
+def class_list(name: str, root: str | Path, classes_file: str | Path | None = None,
+               seed: int = 0) -> list[str]:
+    """The wnids of an ImageNet subset, sorted (label c is the c-th). From ``classes_file``
+    (whitespace-separated wnids, or a classes.json) when given; else ImageNet-20's table
+    (:func:`class_table`), or for ImageNet-100 a seeded random choice among the class folders
+    of ``<root>/train`` (SPEC 5, DECIDED), written to ``<root>/imagenet100_classes.txt``."""
+    want = IMAGENET_SUBSETS[name]
     if classes_file is not None:
-        wnids = Path(classes_file).read_text().split()
-        if len(wnids) != 100:
-            raise ValueError(f"{classes_file} lists {len(wnids)} classes, expected 100")
-        return wnids
+        path = Path(classes_file)
+        if not path.exists():
+            raise FileNotFoundError(f"class list {path} not found; fix classes_file or drop it")
+        if path.suffix == ".json":
+            wnids = [c["wnid"] if isinstance(c, dict) else c for c in json.loads(path.read_text())["classes"]]
+        else:
+            wnids = path.read_text().split()
+        source = str(path)
+    elif name == "imagenet20":
+        wnids, source = [r["wnid"] for r in class_table(root)], str(Path(root) / "classes.json")
+    else:
+        return _imagenet100_choice(Path(root), seed)
+    if len(wnids) != want:
+        raise ValueError(f"the class list {source} has the wrong length: expected {want} wnids for "
+                         f"{name}, got {len(wnids)}")
+    if len(set(wnids)) != len(wnids):
+        twice = sorted(w for w in set(wnids) if wnids.count(w) > 1)
+        raise ValueError(f"the class list {source} names {', '.join(twice)} more than once")
+    return sorted(wnids)
+
+
+def _imagenet100_choice(root: Path, seed: int) -> list[str]:
     train = root / "train"
     if not train.is_dir():
         raise FileNotFoundError(f"ImageNet not found: expected {train}/<wnid>/*.JPEG (the ILSVRC-2012"
@@ -253,40 +370,221 @@ def imagenet100_classes(root: str | Path, classes_file: str | Path | None = None
     if len(all_wnids) < 100:
         raise ValueError(f"{train} has {len(all_wnids)} class folders, fewer than 100")
     pick = sorted(np.random.default_rng(seed).choice(all_wnids, 100, replace=False).tolist())
-    out = root / "imagenet100_classes.txt"
     try:
-        out.write_text("\n".join(pick) + "\n")
+        (root / "imagenet100_classes.txt").write_text("\n".join(pick) + "\n")
     except OSError:
         pass  # a read-only ImageNet copy: the choice is still reproducible from the seed
     return pick
 
 
-def imagenet100_folder(root: str | Path, split: str, classes: list[str], image_size: int = 224):
-    """An ImageFolder over the chosen classes, with the usual ResNet transforms."""
-    import torchvision
-    from torchvision import transforms as T
-    mean, std = STATS["imagenet100"]
-    if split == "train":
-        tf = T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor(),
-                        T.Normalize(mean, std)])
-    else:
-        tf = T.Compose([T.Resize(int(image_size * 256 / 224)), T.CenterCrop(image_size),
-                        T.ToTensor(), T.Normalize(mean, std)])
+def folder_samples(root: str | Path, split: str, wnids: list[str]) -> list[tuple[Path, int]]:
+    """(path, label) of every image of ``<root>/<split>/<wnid>/``, label = position of the wnid
+    in ``wnids``; files sorted by name. A missing or empty class folder is an error."""
     folder = Path(root) / split
-    keep = set(classes)
+    missing = [w for w in wnids if not (folder / w).is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"class folder {folder / missing[0]} is missing ({len(missing)} of the {len(wnids)} "
+            f"classes are absent from {folder}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}); "
+            f"point data_root at a copy with {split}/<wnid>/ for every class of the list")
+    samples = []
+    for label, w in enumerate(wnids):
+        files = sorted(p for p in (folder / w).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise ValueError(f"class folder {folder / w} holds no images ({', '.join(IMAGE_EXTENSIONS)});"
+                             f" copy its images there or remove the class from the list")
+        samples += [(p, label) for p in files]
+    return samples
 
-    class _Subset(torchvision.datasets.ImageFolder):
-        def find_classes(self, directory):
-            names = sorted(c for c in keep if (Path(directory) / c).is_dir())
-            if len(names) != len(keep):
-                raise FileNotFoundError(f"{directory} lacks {len(keep) - len(names)} of the 100 classes")
-            return names, {c: i for i, c in enumerate(names)}
 
-    return _Subset(str(folder), transform=tf)
+def open_rgb(path: str | Path):
+    """A PIL image in RGB, or a ValueError naming the file that does not decode."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError, truncated data
+        raise ValueError(f"image {path} does not decode ({type(e).__name__}: {e}); replace it with "
+                         f"an intact copy from the source or delete it") from None
+
+
+def eval_resize(image_size: int) -> int:
+    """The shorter side before the centre crop: 256 for 224 (the usual ResNet evaluation),
+    96 for 84, the same 8:7 ratio at every size."""
+    return int(image_size * 256 / 224)
+
+
+def folder_transform(train: bool, image_size: int, dataset: str):
+    """PIL image -> normalised tensor (3, S, S). Train: RandomResizedCrop(S) (scale 0.08-1) +
+    horizontal flip; eval: Resize(S*256/224) + CenterCrop(S)."""
+    from torchvision import transforms as T
+    mean, std = STATS[dataset]
+    if train:
+        return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor(),
+                          T.Normalize(mean, std)])
+    return T.Compose([T.Resize(eval_resize(image_size)), T.CenterCrop(image_size), T.ToTensor(),
+                      T.Normalize(mean, std)])
+
+
+class FolderDataset(torch.utils.data.Dataset):
+    """The images of an ImageNet subset's split, decoded per item. An item key is an index, or
+    (index, seed) to draw the random transform from ``seed`` alone: the augmentation of an
+    image then depends on its place in the epoch only, not on worker or resume."""
+
+    def __init__(self, name: str, root: str | Path, split: str, wnids: list[str], image_size: int):
+        self.samples = folder_samples(root, split, wnids)
+        self.wnids = wnids
+        self.transform = folder_transform(split == "train", image_size, name)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key) -> tuple[Tensor, int]:
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        path, label = self.samples[i]
+        img = open_rgb(path)
+        if seed is None:
+            return self.transform(img), label
+        # torchvision's transforms draw from the default CPU generator: seed it for this image
+        # and restore it (with num_workers=0 it is the training process's own generator)
+        g = torch.default_generator
+        state = g.get_state()
+        g.manual_seed(seed)
+        try:
+            return self.transform(img), label
+        finally:
+            g.set_state(state)
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Batches of keys whose order (and per-image transform seeds, when training) depend only
+    on (seed, epoch), from batch ``start_batch`` on; rank r of ``world`` takes every world-th
+    batch, as TensorLoader does."""
+
+    def __init__(self, n: int, batch_size: int, train: bool, seed: int = 0, rank: int = 0,
+                 world: int = 1, drop_last: bool = False):
+        self.n, self.batch_size, self.train, self.seed = n, batch_size, train, seed
+        self.rank, self.world, self.drop_last = rank, world, drop_last
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _mine(self) -> list[int]:
+        last = self.n - (self.batch_size - 1 if self.drop_last else 0)
+        stops = list(range(0, max(last, 0), self.batch_size))
+        if self.world > 1:   # the same number of batches on every rank, or DDP waits forever
+            stops = stops[:len(stops) - len(stops) % self.world]
+        return stops[self.rank::self.world]
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+    def __iter__(self):
+        start_batch, self.start_batch = self.start_batch, 0
+        if not self.train:
+            for s in self._mine()[start_batch:]:
+                yield list(range(s, min(s + self.batch_size, self.n)))
+            return
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        seeds = torch.randint(0, 2 ** 62, (self.n,), generator=g).tolist()
+        for s in self._mine()[start_batch:]:
+            yield [(order[k], seeds[k]) for k in range(s, min(s + self.batch_size, self.n))]
+
+
+class FolderLoader:
+    """A DataLoader over a FolderDataset (workers, pinned memory, persistent workers) with the
+    loader interface of TensorLoader: ``set_epoch(epoch, start_batch)``, ``len`` = batches of
+    a whole epoch."""
+
+    def __init__(self, dataset: FolderDataset, batch_size: int, train: bool, seed: int = 0,
+                 rank: int = 0, world: int = 1, num_workers: int = 0, pin_memory: bool = False,
+                 drop_last: bool = False):
+        self.dataset = dataset
+        self.sampler = EpochBatchSampler(len(dataset), batch_size, train, seed, rank, world, drop_last)
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=self.sampler, num_workers=num_workers, pin_memory=pin_memory,
+            persistent_workers=num_workers > 0)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.sampler.set_epoch(epoch, start_batch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def load_folder(name: str, split: str, root: str | Path, image_size: int,
+                classes_file: str | Path | None = None, seed: int = 0) -> ArrayDataset:
+    """An ImageNet subset's split decoded once into uint8 (N, 3, S, S) for TensorLoader.
+    ``train``: each image resized (shorter side) and centre-cropped to S, a no-op for
+    ImageNet-20 at S = 84, so TensorLoader's random resized crop sees the whole photo;
+    ``test`` (the val folder): the eval transform of the DataLoader path, Resize(S*256/224) +
+    CenterCrop(S), applied once: both paths evaluate on the same pixels."""
+    if split not in ("train", "test", "val"):
+        raise ValueError(f"unknown split {split!r}; choose train or test (the val folder)")
+    root = imagenet_root(name, root)
+    wnids = class_list(name, root, classes_file, seed)
+    images, labels = _decode_split(str(root.resolve()), "train" if split == "train" else "val",
+                                   tuple(wnids), image_size)
+    table = {r["wnid"]: r for r in class_table(root)} if name == "imagenet20" else {}
+    names = [table[w]["name"] if w in table else w for w in wnids]
+    index = [table[w]["imagenet_index"] for w in wnids] if set(wnids) <= set(table) else None
+    return ArrayDataset(name, images, labels, names, wnids=wnids, imagenet_index=index)
+
+
+@functools.lru_cache(maxsize=4)
+def _decode_split(root: str, split: str, wnids: tuple[str, ...], size: int) -> tuple[Tensor, Tensor]:
+    from torchvision import transforms as T
+    samples = folder_samples(root, split, list(wnids))
+    fit = T.Compose([T.Resize(size if split == "train" else eval_resize(size)), T.CenterCrop(size)])
+    images = torch.empty((len(samples), 3, size, size), dtype=torch.uint8)
+    for i, (path, _) in enumerate(samples):
+        img = open_rgb(path)
+        if split != "train" or img.size != (size, size):
+            img = fit(img)
+        images[i] = torch.from_numpy(np.array(img)).permute(2, 0, 1)   # (3, S, S)
+    return images, torch.tensor([label for _, label in samples])
+
+
+def resized_crop_boxes(n: int, height: int, width: int, g: torch.Generator,
+                       scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), tries: int = 10) -> Tensor:
+    """torchvision's RandomResizedCrop draw for n images at once: (n, 4) boxes (x0, y0, x1, y1)
+    in pixels, area a fraction ``scale`` of the image and aspect ``ratio``; the first of
+    ``tries`` draws that fits, else the whole image (torchvision's fallback for a square image)."""
+    area = height * width
+    target = area * torch.empty(n, tries).uniform_(*scale, generator=g)
+    log_r = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g)
+    w = (target * log_r.exp()).sqrt().round()
+    h = (target / log_r.exp()).sqrt().round()
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.where(ok.any(1), ok.int().argmax(1), -1)
+    pick = first.clamp(min=0)[:, None]
+    w = torch.where(first >= 0, w.gather(1, pick)[:, 0], float(width))
+    h = torch.where(first >= 0, h.gather(1, pick)[:, 0], float(height))
+    u = torch.rand(n, 2, generator=g)
+    y0 = (u[:, 0] * (height - h + 1)).floor()
+    x0 = (u[:, 1] * (width - w + 1)).floor()
+    return torch.stack([x0, y0, x0 + w, y0 + h], 1)
+
+
+def augment_resized_crop(x: Tensor, boxes: Tensor, flips: Tensor, size: int) -> Tensor:
+    """RandomResizedCrop + flip on the device: crop ``boxes`` (B, 4) of the uint8 batch
+    (B, 3, H, W), resize each to ``size`` x ``size`` (bilinear, averaging when it shrinks),
+    flip where ``flips``. Returns floats in [0, 1]."""
+    from torchvision.ops import roi_align
+    b = x.shape[0]
+    rois = torch.cat([torch.arange(b, dtype=torch.float32)[:, None], boxes.float()], 1).to(x.device)
+    # aligned=True: box edge k is pixel k's left edge, so the whole-image box is the identity
+    out = roi_align(x.float() / 255, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1,
+                    aligned=True)
+    return torch.where(flips.to(x.device)[:, None, None, None], out.flip(-1), out)
 
 
 def shared_data_dir() -> Path | None:
     """``../shared/data`` beside the checkout, where the project keeps real data offline."""
     here = Path(__file__).resolve().parents[2] / "shared" / "data"
     return here if here.is_dir() else None
-

@@ -8,13 +8,15 @@ message instead of a NaN.
 """
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F_
 from torch import Tensor, nn
 
 from . import layers as L
+from .checks import check_choice, check_float, check_int
 from .config import Config, preset
 
 
@@ -25,8 +27,11 @@ class Classifier(nn.Module):
     num_classes: int
     min_size: int = 1      # smallest input side the model accepts
     eps: float = 1e-6
+    checks_inputs: bool = True   # False inside facnn's training loop (see inputs_unchecked)
 
     def check_input(self, x: Tensor) -> None:
+        if not self.checks_inputs:
+            return
         if not isinstance(x, Tensor):
             raise TypeError(f"expected a torch.Tensor of images (B, 3, H, W), got {type(x).__name__}")
         if x.dim() != 4 or x.shape[1] != 3:
@@ -81,6 +86,15 @@ class FACNN(Classifier):
                  head: str = "pool", block: str = "single", stem: str = "none",
                  eps: float = 1e-6):
         super().__init__()
+        num_classes = check_int("num_classes", num_classes, 1)
+        maps_per_class = check_int("maps_per_class", maps_per_class, 1)
+        depth = check_int("depth", depth, 1)
+        pool_every = check_int("pool_every", pool_every, 1)
+        width = None if width is None else check_int("width", width, 1)
+        check_choice("skip", skip, ("dampened", "residual"))
+        check_choice("block", block, tuple(L.BLOCKS))
+        check_choice("stem", stem, ("none", "imagenet"))
+        eps = check_float("eps", eps, 0.0, lo_open=True)
         k = num_classes * maps_per_class if width is None else width
         if head == "pool" and k != num_classes * maps_per_class:
             raise ValueError(f"width K={k} does not match C*R = {num_classes}*{maps_per_class}; "
@@ -181,6 +195,7 @@ class CifarResNet(Classifier):
     def __init__(self, name: str, num_classes: int, width: int = 64):
         super().__init__()
         block, counts = _RESNET[name]
+        num_classes, width = check_int("num_classes", num_classes, 1), check_int("width", width, 1)
         self.num_classes, self.min_size = num_classes, 8
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -209,12 +224,29 @@ class TorchvisionResNet(Classifier):
     def __init__(self, name: str, num_classes: int):
         super().__init__()
         import torchvision
+        num_classes = check_int("num_classes", num_classes, 1)
         self.net = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
         self.num_classes, self.min_size = num_classes, 32
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         return self.net(x)
+
+
+@contextmanager
+def inputs_unchecked(model: nn.Module) -> Iterator[nn.Module]:
+    """Skip the input checks of every Classifier in ``model`` inside the block: the training
+    loop feeds data facnn made itself, and the NaN check reads the batch back to the host
+    (a sync per step on a GPU). Calls from user code keep their checks."""
+    parts = [m for m in model.modules() if isinstance(m, Classifier)]
+    before = [m.checks_inputs for m in parts]
+    try:
+        for m in parts:
+            m.checks_inputs = False
+        yield model
+    finally:
+        for m, b in zip(parts, before):
+            m.checks_inputs = b
 
 
 def default_batch(x: Tensor) -> int:
@@ -250,6 +282,7 @@ def build_model(name: str, num_classes: int, **overrides: Any) -> Classifier:
     ``overrides`` are FACNN arguments (maps_per_class, depth, pool_every, width, block,
     stem, eps) or, for ResNets, ``form`` ("cifar" or "torchvision") and ``width``.
     """
+    num_classes = check_int("num_classes", num_classes, 1)
     if name in ("fa-pool", "fa-linear", "vanilla"):
         head = "pool" if name == "fa-pool" else "linear"
         skip = "residual" if name == "vanilla" else "dampened"
@@ -258,6 +291,7 @@ def build_model(name: str, num_classes: int, **overrides: Any) -> Classifier:
         return FACNN(num_classes, skip=skip, head=head, **overrides)
     if name in _RESNET:
         _check_kwargs(name, overrides, {"form", "width"})
+        check_choice("form", overrides.get("form", "cifar"), ("cifar", "torchvision"))
         if overrides.get("form", "cifar") == "torchvision":
             return TorchvisionResNet(name, num_classes)
         return CifarResNet(name, num_classes, overrides.get("width", 64))

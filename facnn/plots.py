@@ -1,11 +1,75 @@
 """Figures. Each function takes results (tables, maps) and returns a matplotlib Figure;
-none of them computes anything the library does not already return."""
+none of them computes anything the library does not already return.
+
+Sized for the book's column: no figure is wider than ``MAX_WIDTH`` = 7.5 in, so a PNG at
+dpi 110 is shown at ~0.9 of its size in a ~750 px column, and no text is set below
+``SMALL`` = 9 pt (the rest follows matplotlib's rcParams). Titles are optional: the
+book's captions carry them; a given title is wrapped to the figure's width.
+"""
 from __future__ import annotations
 
-import matplotlib
+import math
+import textwrap
 
-matplotlib.use("Agg") if matplotlib.get_backend().lower() == "agg" else None
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+
+MAX_WIDTH = 7.5     # inches
+SMALL = 9           # points: the smallest text of any figure (panel titles of image grids)
+
+
+# -- layout helpers --------------------------------------------------------------------------
+
+def _fit(width: float, height: float, keep_aspect: bool = True) -> tuple[float, float]:
+    """(width, height) with the width capped at MAX_WIDTH; an image grid keeps its aspect."""
+    if width <= MAX_WIDTH:
+        return width, height
+    return MAX_WIDTH, height * MAX_WIDTH / width if keep_aspect else height
+
+
+def _wrap(text: str, width_in: float, size: float = SMALL) -> str:
+    """Wrap each line of ``text`` to about the characters that fit in ``width_in`` inches
+    at ``size`` pt (a character is ~0.55 em wide)."""
+    chars = max(6, int(width_in * 72 / (0.55 * size)))
+    return "\n".join(textwrap.fill(line, chars, break_long_words=False) or line
+                     for line in str(text).split("\n"))
+
+
+def _suptitle(fig, title: str | None) -> None:
+    if title:
+        size = plt.rcParams["figure.titlesize"]
+        pts = size if isinstance(size, (int, float)) else 13
+        fig.suptitle(_wrap(title, fig.get_figwidth() * 0.95, pts))
+
+
+def _rgb(image):
+    """uint8 (3, H, W) tensor or array -> (H, W, 3) for imshow."""
+    return np.asarray(image).transpose(1, 2, 0)
+
+
+def _overlay(ax, image, m, title: str | None = None, alpha: float = 0.55, norm: bool = True,
+             panel_in: float | None = None):
+    """An image with a saliency map laid over it (the map is stretched to the image);
+    the title is wrapped to ``panel_in`` inches when given."""
+    h, w = np.asarray(image).shape[-2:]
+    ax.imshow(_rgb(image))
+    m = np.asarray(m, float)
+    if norm:
+        lo, hi = np.nanmin(m), np.nanmax(m)
+        m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+    ax.imshow(m, cmap="jet", alpha=alpha, extent=(-0.5, w - 0.5, h - 0.5, -0.5),
+              interpolation="bilinear", vmin=0, vmax=1 if norm else None)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(_wrap(title, panel_in) if panel_in else title, fontsize=SMALL)
+
+
+def _image(ax, image, title: str | None = None, panel_in: float | None = None):
+    ax.imshow(_rgb(image))
+    ax.axis("off")
+    if title:
+        ax.set_title(_wrap(title, panel_in) if panel_in else title, fontsize=SMALL)
 
 
 # -- Figure 4: pixel-removal curves (facnn.removal) ---------------------------------------
@@ -17,8 +81,7 @@ REMOVAL_STYLE = {  # method -> (label, colour, line width, marker)
     "rise": ("RISE", "tab:green", 1.5, "o"), "k-occ": ("K-OCC", "tab:orange", 1.5, "o"),
     "random": ("RAND", "tab:gray", 1.5, "o"),
 }
-ORDER_TITLE = {"lerf": "LeRF (least relevant removed first)",
-               "morf": "MoRF (most relevant removed first)"}
+ORDER_TITLE = {"lerf": "LeRF (least relevant first)", "morf": "MoRF (most relevant first)"}
 
 
 def removal_curves(table, layers=None, orders=None, methods=None, title: str | None = None):
@@ -34,8 +97,10 @@ def removal_curves(table, layers=None, orders=None, methods=None, title: str | N
     layered = t[t["layer"].notna()]
     layers = list(layers or sorted({int(v) for v in layered["layer"]}, reverse=True) or [None])
     methods = list(methods or dict.fromkeys(t["method"]))
-    fig, axes = plt.subplots(len(orders), len(layers), figsize=(4.2 * len(layers), 3.4 * len(orders)),
+    width, _ = _fit(3.6 * len(layers), 0)
+    fig, axes = plt.subplots(len(orders), len(layers), figsize=(width, 3.0 * len(orders)),
                              sharex=True, sharey=True, squeeze=False)
+    panel_in = width / len(layers)
     for i, order in enumerate(orders):
         for j, layer in enumerate(layers):
             ax = axes[i, j]
@@ -45,16 +110,15 @@ def removal_curves(table, layers=None, orders=None, methods=None, title: str | N
                 rows = on_layer if len(on_layer) else rows[rows["layer"].isna()]
                 if len(rows):
                     _removal_line(ax, rows.sort_values("fraction"), method)
-            ax.set_title(f"{ORDER_TITLE.get(order, order)}" + (f"\nlayer {layer}" if layer else ""),
-                         fontsize=9)
+            head = _wrap(ORDER_TITLE.get(order, order), 0.9 * panel_in, 10)
+            ax.set_title(head + (f"\nlayer {layer}" if layer else ""), fontsize=10)
             ax.grid(alpha=0.3)
             if i == len(orders) - 1:
-                ax.set_xlabel("fraction of pixels removed")
+                ax.set_xlabel("fraction removed")
             if j == 0:
                 ax.set_ylabel("top-1 accuracy")
-    axes[0, -1].legend(fontsize=8, loc="best")
-    if title:
-        fig.suptitle(title)
+    axes[0, -1].legend(loc="best")
+    _suptitle(fig, title)
     fig.tight_layout()
     return fig
 
@@ -69,89 +133,119 @@ def _removal_line(ax, rows, method: str) -> None:
         ax.fill_between(x, y - s, y + s, color=colour, alpha=0.2, lw=0)
 
 
-# -- the book's other figures (notebooks 01-06) ----------------------------------------------
-
-def stamp(fig, text: str):
-    """Write a provenance line in the figure's bottom-right corner; returns the figure."""
-    fig.text(0.995, 0.002, text, ha="right", va="bottom", fontsize=6.5, color="0.45")
-    return fig
-
-
-def _rgb(image):
-    """uint8 (3, H, W) -> (H, W, 3) for imshow."""
-    import numpy as np
-    return np.asarray(image).transpose(1, 2, 0)
-
-
-def _overlay(ax, image, m, title: str | None = None, alpha: float = 0.55, norm: bool = True):
-    """An image with a saliency map laid over it (the map is stretched to the image)."""
-    import numpy as np
-    h, w = image.shape[-2:]
-    ax.imshow(_rgb(image))
-    m = np.asarray(m, float)
-    if norm:
-        lo, hi = np.nanmin(m), np.nanmax(m)
-        m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
-    ax.imshow(m, cmap="jet", alpha=alpha, extent=(-0.5, w - 0.5, h - 0.5, -0.5),
-              interpolation="bilinear", vmin=0, vmax=1 if norm else None)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=7.5)
-
+# -- training (notebook 01) ------------------------------------------------------------------
 
 def learning_curves(histories, title: str | None = None):
     """Test accuracy and training loss per epoch of each run. ``histories``: label ->
     DataFrame with the columns of metrics.jsonl (epoch, test_accuracy, train_loss)."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(MAX_WIDTH, 3.4))
     for label, h in histories.items():
         a1.plot(h["epoch"], 100 * h["test_accuracy"], marker="o", ms=3, label=label)
         a2.plot(h["epoch"], h["train_loss"], marker="o", ms=3, label=label)
-    a1.set(xlabel="epoch", ylabel="test top-1 accuracy (%)", title="test accuracy")
-    a2.set(xlabel="epoch", ylabel="training loss", title="training loss", yscale="log")
+    a1.set(xlabel="epoch", ylabel="test accuracy (%)")
+    a2.set(xlabel="epoch", ylabel="training loss", yscale="log")
     for a in (a1, a2):
         a.grid(alpha=0.3)
-    a1.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    a1.legend()
+    _suptitle(fig, title)
     fig.tight_layout()
     return fig
 
 
 def lr_sweep(table, default: float | None = None, title: str | None = None):
     """Final test accuracy against the learning rate (log axis) of the minimal recipe's
-    sweep; ``table`` from facnn.table1.sweep_table, ``default`` marked with a line."""
+    sweep; ``table`` from facnn.book.table1.sweep_table, ``default`` marked with a line."""
     done = table[table["status"] == "done"]
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
     ax.plot(done["lr"], done["test accuracy (%)"], marker="o", label="after the last epoch")
     ax.plot(done["lr"], done["best epoch (%)"], marker=".", ls=":", label="best epoch")
     if default is not None:
         ax.axvline(default, color="k", lw=0.8, ls="--", label=f"default lr {default:g}")
-    ax.set(xscale="log", xlabel="learning rate (minimal recipe: SGD, no momentum, cosine)",
-           ylabel="test top-1 accuracy (%)")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="test accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title, fontsize=9)
+    ax.legend()
+    _suptitle(fig, title)
     fig.tight_layout()
     return fig
 
+
+def lr_sweeps(tables, chosen=None):
+    """The learning-rate sweeps of several models side by side (one panel each, at most 4,
+    shared y): final test accuracy (%) against the learning rate on a log-2 axis, the band
+    best +- one binomial standard error 100 sqrt(p (1 - p) / n) of the best point shaded
+    (the one-standard-error rule picks a rate inside it), and the chosen rate marked.
+
+    ``tables``: model label -> DataFrame with columns "lr", "test accuracy (%)",
+    "test images", "status" (facnn.book.table1.sweep_table); rows whose status is not
+    "done" or whose accuracy is missing are skipped. ``chosen``: label -> chosen lr.
+    """
+    tables, chosen = dict(tables), dict(chosen or {})
+    if not 1 <= len(tables) <= 4:
+        raise ValueError(f"lr_sweeps draws 1 to 4 models side by side, got {len(tables)}; "
+                         f"split them over several figures")
+    width = min(MAX_WIDTH, 1.2 + 2.2 * len(tables))
+    fig, axes = plt.subplots(1, len(tables), figsize=(width, 3.4), sharey=True, squeeze=False)
+    panel_in = width / len(tables)
+    for ax, (label, t) in zip(axes[0], tables.items()):
+        acc = t["test accuracy (%)"].to_numpy(float)
+        ok = (t["status"] == "done").to_numpy() & ~np.isnan(acc)
+        lr, acc, n = t["lr"].to_numpy(float)[ok], acc[ok], t["test images"].to_numpy(float)[ok]
+        order = np.argsort(lr)
+        lr, acc, n = lr[order], acc[order], n[order]
+        ax.set_title(_wrap(label, 0.9 * panel_in, 11), fontsize=11)
+        ax.set_xscale("log", base=2)
+        ax.grid(alpha=0.3)
+        if not len(lr):
+            ax.text(0.5, 0.5, "no finished run", ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_xticks([])
+            continue
+        ticks = lr[::max(1, math.ceil(len(lr) / 4))]          # the swept rates, at most 4
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_locator(plt.NullLocator())
+        b = int(np.argmax(acc))
+        p = acc[b] / 100
+        se = 100 * math.sqrt(p * (1 - p) / n[b]) if n[b] > 0 else 0.0
+        ax.axhspan(acc[b] - se, acc[b] + se, color="tab:blue", alpha=0.15, lw=0,
+                   label="best $\\pm$ 1 SE")
+        ax.plot(lr, acc, marker="o", ms=4, color="tab:blue", zorder=3)
+        if label in chosen and chosen[label] is not None:
+            c = float(chosen[label])
+            ax.axvline(c, color="tab:red", lw=1, ls="--", zorder=2, label="chosen")
+            hit = np.isclose(lr, c)
+            if hit.any():
+                ax.plot(lr[hit], acc[hit], marker="*", ms=12, color="tab:red", zorder=4)
+    axes[0, 0].set_ylabel("test accuracy (%)")
+    fig.supxlabel("learning rate (log scale)", fontsize=plt.rcParams["axes.labelsize"])
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    for ax in axes[0, 1:]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        axes[0, -1].legend(handles, labels, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+# -- Theorem 1 (notebook 02) -----------------------------------------------------------------
 
 def theorem1_maps(v, title: str | None = None):
     """Theorem 1, side by side: for each image (row) and three classes (label first), the
     averaged FA-CNN class map, Grad-CAM with the score Y^c as target (the theorem's) and
     Grad-CAM with the L1-normalised probability as target; r = Pearson correlation with
-    the class map. ``v``: the dict of facnn.experiments.theorem1_study."""
+    the class map. ``v``: the dict of facnn.book.chapters.theorem1_study."""
     from .theory import pearson
     import torch
     names = v["class_names"]
     n, k = v["classes"].shape
-    fig, axes = plt.subplots(n, 1 + 3 * k, figsize=(1.25 * (1 + 3 * k), 1.75 * n + 0.6),
-                             squeeze=False)
+    cols = 1 + 3 * k
+    width, _ = _fit(1.25 * cols, 0)
+    panel_in = width / cols
+    fig, axes = plt.subplots(n, cols, figsize=(width, n * (panel_in + 0.65) + 0.2), squeeze=False)
     for i in range(n):
-        axes[i, 0].imshow(_rgb(v["images"][i]))
-        axes[i, 0].set_title(f"label: {names[v['labels'][i]]}", fontsize=7.5)
-        axes[i, 0].axis("off")
+        _image(axes[i, 0], v["images"][i], f"label: {names[v['labels'][i]]}", panel_in)
         for j in range(k):
             c = names[v["classes"][i, j]]
             fa = v["fa"][i, j]
@@ -160,128 +254,287 @@ def theorem1_maps(v, title: str | None = None):
                 m = v[key][i, j]
                 r = float(pearson(torch.as_tensor(fa), torch.as_tensor(m)))
                 sub = f"{c}\n{what}" + ("" if key == "fa" else f"\nr={r:.3f}")
-                _overlay(axes[i, 1 + 3 * j + t], v["images"][i], m, sub)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+                _overlay(axes[i, 1 + 3 * j + t], v["images"][i], m, sub, panel_in=panel_in)
+    _suptitle(fig, title)
+    fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.2)
     return fig
 
 
 def correlation_hist(v, title: str | None = None):
     """Per-map correlation between class maps and Grad-CAM over all test images and
     classes, for the two Grad-CAM targets."""
-    import numpy as np
-    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
     bins = np.linspace(-1, 1, 81)
-    for key, label, colour in (("corr_score", "target: score Y^c (Theorem 1)", "tab:red"),
-                               ("corr_prob", "target: L1-normalised probability", "tab:blue")):
+    for key, label, colour in (("corr_score", "target: score $Y^c$ (Theorem 1)", "tab:red"),
+                               ("corr_prob", "target: normalised probability", "tab:blue")):
         c = np.asarray(v[key], float).ravel()
         c = c[~np.isnan(c)]
         ax.hist(c, bins=bins, alpha=0.6, color=colour, label=f"{label} ({len(c)} maps)")
     ax.set(xlabel="Pearson correlation, class map vs Grad-CAM", ylabel="maps", yscale="log")
-    ax.legend(fontsize=7.5, loc="upper left")
+    ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
-    if title:
-        ax.set_title(title, fontsize=10)
+    _suptitle(fig, title)
     fig.tight_layout()
     return fig
+
+
+def layer_correlations(stats):
+    """How far class map and Grad-CAM agree at each layer: per dataset (one line each) the
+    mean Pearson correlation between the two maps over many images, with the band between
+    its 10th and 90th percentiles shaded; x = layer L, y in [-1, 1] (Theorem 1 says 1 at
+    the last layer).
+
+    ``stats``: DataFrame with columns "dataset", "layer", "mean", "q10", "q90".
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    for d in dict.fromkeys(stats["dataset"]):
+        s = stats[stats["dataset"] == d].sort_values("layer")
+        x = s["layer"].to_numpy(float)
+        line, = ax.plot(x, s["mean"].to_numpy(float), marker="o", ms=4, label=str(d))
+        ax.fill_between(x, s["q10"].to_numpy(float), s["q90"].to_numpy(float),
+                        color=line.get_color(), alpha=0.2, lw=0)
+    ax.axhline(0, color="0.4", lw=0.8)
+    ax.set(xlabel="layer L", ylabel="correlation (mean, 10-90 %)", ylim=(-1.05, 1.05))
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+# -- Theorem 2 (notebook 03) -----------------------------------------------------------------
+
+def _strip_layers(n: int, most: int = 10) -> list[int]:
+    """At most ``most`` of the layers 1..n, evenly spaced and ending at n."""
+    if n <= most:
+        return list(range(1, n + 1))
+    step = math.ceil(n / most)
+    return list(range(n % step or step, n + 1, step))
 
 
 def bounded_increment(v, title: str | None = None):
-    """Theorem 2: left, max |S_L - S_(L-1)| per layer for each model against delta = 1/N;
-    below, each model's morph strip (its label's class map of S_1 .. S_N, one colour scale
-    per model). ``v``: the dict of facnn.experiments.bounded_increment_study."""
-    import numpy as np
+    """Theorem 2: top, max |S_L - S_(L-1)| per layer for each model (log y) against
+    delta = 1/N (a thin dashed line drawn beneath the curves, so FA-CNN's increments, which
+    sit near it, stay visible); below, each model's morph strip (its label's class map of
+    S_L, at most 10 layers ending at N, one colour scale per model). ``v``: the dict of
+    facnn.book.chapters.combine_bounded."""
     rows, models = v["rows"], list(v["models"])
     strips = {m: v["morph_" + "".join(ch if ch.isalnum() else "_" for ch in m)] for m in models}
     n = max(len(s) for s in strips.values()) - 1
-    fig = plt.figure(figsize=(max(7.0, 1.05 * n + 2.6), 3.0 + 1.05 * len(models)))
-    gs = fig.add_gridspec(1 + len(models), n + 2, height_ratios=[3.0] + [1] * len(models),
-                          width_ratios=[1] * n + [0.1, 2.2])
-    ax = fig.add_subplot(gs[0, :])
-    for m in models:
-        r = rows[rows["model"] == m]
-        ax.plot(r["layer"], r["max_increment"], marker="o", ms=4, label=m)
+    shown = _strip_layers(n)
+    panel_in = MAX_WIDTH / (len(shown) + 1.8)
+    strips_in = (panel_in + 0.25) * len(models) + 0.2
+    fig = plt.figure(figsize=(MAX_WIDTH, 4.0 + strips_in), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[4.0, strips_in])
+    ax = top.subplots()
     delta = float(rows["delta"].iloc[0])
-    ax.axhline(delta, color="k", ls="--", lw=1, label=f"delta = 1/N = {delta:.4f}")
-    ax.set(xlabel="layer L", ylabel="max |S_L - S_(L-1)|", yscale="log")
+    ax.axhline(delta, color="0.35", ls=(0, (5, 3)), lw=1.0, zorder=1,
+               label=f"$\\delta$ = 1/N = {delta:.3g}")
+    markers, k_fa = ["o", "s", "^", "D", "v"], 0
+    for k, m in enumerate(models):
+        r = rows[rows["model"] == m].sort_values("layer")
+        style = dict(marker=markers[k % len(markers)], ms=5, lw=1.6, zorder=2)
+        if "vanilla" not in m.lower():
+            # FA-CNN curves above delta's line; the first with large hollow markers, the
+            # next smaller and filled, so curves that coincide stay distinguishable
+            style.update(ms=max(4.0, 10 - 3 * k_fa), zorder=4 + k_fa,
+                         mfc="none" if k_fa == 0 else None, mew=1.5)
+            k_fa += 1
+        ax.plot(r["layer"], r["max_increment"], label=m, **style)
+    ax.set(xlabel="layer L", ylabel="max |$S_L - S_{L-1}$|", yscale="log")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3)
+    top.legend(loc="outside lower center", ncol=min(3, len(models) + 1), frameon=False)
+    grid = bottom.subplots(len(models), len(shown) + 1, squeeze=False,
+                           width_ratios=[1.8] + [1] * len(shown))
     for i, m in enumerate(models):
-        s = strips[m][1:]                                    # S_1 .. S_N
-        vmax = float(np.max(s)) or 1.0
-        for L in range(len(s)):
-            a = fig.add_subplot(gs[1 + i, L])
-            a.imshow(s[L], cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+        s = strips[m]
+        vmax = float(np.max(s[1:])) or 1.0
+        grid[i, 0].text(1.0, 0.5, _wrap(f"{m}\n0 .. {vmax:.3g}", 1.7 * panel_in),
+                        fontsize=SMALL, ha="right", va="center", transform=grid[i, 0].transAxes)
+        grid[i, 0].axis("off")
+        for j, L in enumerate(shown):
+            a = grid[i, 1 + j]
+            if L < len(s):
+                a.imshow(s[L], cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
             a.set_xticks([])
             a.set_yticks([])
             if i == 0:
-                a.set_title(f"S_{L + 1}", fontsize=7)
-        a = fig.add_subplot(gs[1 + i, n + 1])
-        a.text(0.0, 0.5, f"{m}\ncolour scale 0 .. {vmax:.3g}", fontsize=7, va="center")
-        a.axis("off")
-    fig.suptitle(title or f"rescaled maps of class '{v['class_name']}' through depth",
-                 fontsize=10)
-    fig.tight_layout()
+                a.set_title(f"$S_{{{L}}}$", fontsize=SMALL)
+    _suptitle(fig, title)
     return fig
 
 
+# -- Figures 1 and 5 (notebook 05) -----------------------------------------------------------
+
 def layer_maps(v, class_names, images=None, title: str | None = None):
-    """Figures 1/5 for a facnn.experiments.qualitative_study dict: for each image a pair of
-    rows, per layer (columns) the averaged FA-CNN map (top) and Grad-CAM (bottom) with
+    """Figures 1/5 for a facnn.book.chapters.qualitative_study dict: for each image a pair
+    of rows, per layer (columns) the averaged FA-CNN map (top) and Grad-CAM (bottom) with
     their Pearson correlation r; on the right the image, RISE and K-OCC."""
     layers = list(v["layers"])
     images = list(range(len(v["images"])) if images is None else images)
     n = len(layers)
-    fig, axes = plt.subplots(2 * len(images), n + 2, figsize=(1.3 * (n + 2), 3.5 * len(images)),
-                             squeeze=False)
+    width, _ = _fit(1.3 * (n + 2), 0)
+    panel_in = width / (n + 2)
+    fig, axes = plt.subplots(2 * len(images), n + 2,
+                             figsize=(width, 2 * len(images) * (panel_in + 0.55)), squeeze=False)
     for row, i in enumerate(images):
         img, c = v["images"][i], int(v["classes"][i])
         top, bot = axes[2 * row], axes[2 * row + 1]
         for j, L in enumerate(layers):
-            _overlay(top[j], img, v["fa"][i, j], f"layer {L}\nFA-CNN")
-            _overlay(bot[j], img, v["gc"][i, j], f"Grad-CAM\nr = {float(v['corr'][i, j]):.2f}")
-        top[n].imshow(_rgb(img))
-        pred = class_names[int(v["pred"][i])]
-        top[n].set_title(f"class: {class_names[c]}\npredicted: {pred}", fontsize=7.5)
-        top[n].axis("off")
+            _overlay(top[j], img, v["fa"][i, j], f"layer {L}\nFA-CNN", panel_in=panel_in)
+            _overlay(bot[j], img, v["gc"][i, j], f"Grad-CAM\nr={float(v['corr'][i, j]):.2f}",
+                     panel_in=panel_in)
+        _image(top[n], img, class_names[c], panel_in)
+        bot[n].text(0.5, 0.5, _wrap(f"predicted:\n{class_names[int(v['pred'][i])]}", panel_in),
+                    fontsize=SMALL, ha="center", va="center", transform=bot[n].transAxes)
         bot[n].axis("off")
-        _overlay(top[n + 1], img, v["rise"][i], "RISE")
-        _overlay(bot[n + 1], img, v["kocc"][i], "K-OCC")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        _overlay(top[n + 1], img, v["rise"][i], "RISE", panel_in=panel_in)
+        _overlay(bot[n + 1], img, v["kocc"][i], "K-OCC", panel_in=panel_in)
+    _suptitle(fig, title)
+    fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.2)
     return fig
 
 
+def pairs(images, maps_a, maps_b, names, titles=("class map", "Grad-CAM"), r=None):
+    """Two saliency maps of the same images compared: a grid of 3 rows x n columns, the
+    image (titled with its class name), map a laid over it, map b laid over it (titled
+    with r, e.g. the Pearson correlation of the two maps, when given). Each map is
+    stretched to [0, 1] and to the image size.
+
+    images: uint8 (n, 3, H, W) tensor or array; maps_a, maps_b: (n, h, w); names: n class
+    names; titles: the row names of maps a and b; r: n numbers or None.
+    """
+    images, maps_a, maps_b = np.asarray(images), np.asarray(maps_a), np.asarray(maps_b)
+    n = len(images)
+    if not (len(maps_a) == len(maps_b) == len(names) == n):
+        raise ValueError(f"pairs needs one map a, map b and name per image: got {n} images, "
+                         f"{len(maps_a)} and {len(maps_b)} maps, {len(names)} names")
+    width = min(MAX_WIDTH, 1.0 + 1.5 * n)
+    panel_in = (width - 0.4) / n
+    fig, axes = plt.subplots(3, n, figsize=(width, 3 * (panel_in + 0.4) + 0.1), squeeze=False)
+    for i in range(n):
+        _image(axes[0, i], images[i], str(names[i]), panel_in)
+        _overlay(axes[1, i], images[i], maps_a[i])
+        _overlay(axes[2, i], images[i], maps_b[i],
+                 None if r is None else f"r = {float(r[i]):.2f}", panel_in=panel_in)
+    for row, what in ((1, titles[0]), (2, titles[1])):
+        axes[row, 0].set_ylabel(_wrap(what, panel_in + 0.3), fontsize=SMALL)
+    fig.tight_layout(pad=0.3, h_pad=0.4, w_pad=0.2)
+    return fig
+
+
+# -- Table 1's questions over seeds (notebook 01) ------------------------------------------------
+
+def seed_effects(q):
+    """A forest plot of the effects Table 1's questions ask about: one row per (dataset,
+    question), our mean effect over seeds with its 95 % interval as an error bar, the
+    paper's effect as a cross, and a vertical line at 0 (no effect).
+
+    ``q``: DataFrame with columns "dataset", "question", "ours", "ci95" ((lo, hi) or None),
+    "paper", and optionally "short" (a short question label, used when present; long
+    questions are otherwise cut to 40 characters).
+    """
+    rows = list(q.to_dict("records"))
+    if not rows:
+        raise ValueError("seed_effects needs at least one (dataset, question) row")
+    fig, ax = plt.subplots(figsize=(MAX_WIDTH, 1.4 + 0.42 * len(rows)), layout="constrained")
+    labels, colours = [], {}
+    for y, r in enumerate(rows):
+        short = r.get("short") if isinstance(r.get("short"), str) else None
+        text = short or str(r["question"])
+        if len(text) > 40:
+            text = text[:39] + "\u2026"
+        labels.append(f"{r['dataset']}: {text}")
+        colour = colours.setdefault(r["dataset"], f"C{len(colours)}")
+        ours, ci = r.get("ours"), r.get("ci95")
+        if _number(ours):
+            err = None
+            if ci is not None and not (isinstance(ci, float) and math.isnan(ci)):
+                lo, hi = (float(v) for v in ci)
+                err = [[ours - lo], [hi - ours]]
+            ax.errorbar([ours], [y], xerr=err, fmt="o", color=colour, capsize=3, ms=6,
+                        zorder=3, label="ours (mean, 95 % CI)" if y == 0 else None)
+        else:
+            ax.text(0, y, " not run", va="center", fontsize=SMALL, color="0.4")
+        if _number(r.get("paper")):
+            ax.plot([r["paper"]], [y], marker="x", ms=9, mew=2, color="k", ls="none",
+                    zorder=4, label="paper" if "paper" not in ax.get_legend_handles_labels()[1]
+                    else None)
+    ax.axvline(0, color="0.4", lw=0.8, zorder=1)
+    ax.set_yticks(range(len(rows)), labels)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel("effect (accuracy points)")
+    ax.grid(axis="x", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        fig.legend(loc="outside lower center", ncol=2, frameon=False)
+    return fig
+
+
+def _number(x) -> bool:
+    try:
+        return x is not None and not math.isnan(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+# -- the explorer (notebook 06) --------------------------------------------------------------
+
 def explorer_view(e, class_names, title: str | None = None):
-    """The explorer's picture for a facnn.experiments.explore dict: the image, the class
+    """The explorer's picture for a facnn.book.chapters.explore dict: the image, the class
     map and Grad-CAM at the chosen layer, the image after removal with the predictions,
-    and the morph strip of the class map through every layer."""
-    import numpy as np
+    and the morph strip of the class map through every layer (at most 10 of them)."""
     strip = e["strip"]
-    n = len(strip)
-    fig = plt.figure(figsize=(max(8, 1.0 * n), 4.6))
-    gs = fig.add_gridspec(2, max(n, 4), height_ratios=[2.2, 1])
-    w = max(n, 4) // 4
+    shown = _strip_layers(len(strip))
+    cols = max(len(shown), 4)
+    w = cols // 4
+    panel_in = MAX_WIDTH * w / cols
+    heights = [panel_in + 0.55, MAX_WIDTH / cols + 0.3]
+    fig = plt.figure(figsize=(MAX_WIDTH, sum(heights)))
+    gs = fig.add_gridspec(2, cols, height_ratios=heights)
     img, c = e["image"], int(e["cls"])
     top = [fig.add_subplot(gs[0, k * w:(k + 1) * w]) for k in range(4)]
-    top[0].imshow(_rgb(img))
     b = int(np.argmax(e["before"]))
-    top[0].set_title(f"image\npredicted: {class_names[b]} ({e['before'][b]:.2f})", fontsize=8)
-    top[0].axis("off")
-    _overlay(top[1], img, e["fa"], f"class map: {class_names[c]}\nlayer {e['layer']}")
-    _overlay(top[2], img, e["gc"], f"Grad-CAM: {class_names[c]}\nlayer {e['layer']}")
+    _image(top[0], img, f"predicted: {class_names[b]} ({e['before'][b]:.2f})", panel_in)
+    _overlay(top[1], img, e["fa"], f"class map: {class_names[c]}, layer {e['layer']}",
+             panel_in=panel_in)
+    _overlay(top[2], img, e["gc"], f"Grad-CAM: {class_names[c]}, layer {e['layer']}",
+             panel_in=panel_in)
     a = int(np.argmax(e["after"]))
-    top[3].imshow(_rgb(e["removed"]))
-    top[3].set_title(f"{100 * e['fraction']:.0f} % removed ({e['order'].upper()})\n"
-                     f"predicted: {class_names[a]} ({e['after'][a]:.2f})", fontsize=8)
-    top[3].axis("off")
-    for L in range(n):
-        ax = fig.add_subplot(gs[1, L])
-        _overlay(ax, img, strip[L], f"L{L + 1}")
+    _image(top[3], e["removed"], f"{100 * e['fraction']:.0f} % removed ({e['order'].upper()}): "
+           f"{class_names[a]} ({e['after'][a]:.2f})", panel_in)
+    for j, L in enumerate(shown):
+        _overlay(fig.add_subplot(gs[1, j]), img, strip[L - 1], f"L{L}")
+    _suptitle(fig, title)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+# -- Figures 1/5: one image's class map through depth (notebook 05) ---------------------------
+
+def morph_strip(image, maps, title: str | None = None):
+    """One image and its class map at each layer 1..N (each map at its layer's own
+    resolution and colour scale), in one row (two rows past 8 layers).
+
+    image: uint8 (3, H, W); maps: N maps (h_L, w_L)."""
+    maps = [np.asarray(m.detach().float() if hasattr(m, "detach") else m, float) for m in maps]
+    n = len(maps) + 1
+    cols = n if n <= 9 else (n + 1) // 2
+    rows = 1 if n <= 9 else 2
+    width = min(MAX_WIDTH, 0.9 * cols + 0.3)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, rows * (width / cols) + 0.45), squeeze=False)
+    axes = axes.ravel()
+    axes[0].imshow(_rgb(image))
+    axes[0].set_title("image")
+    for i, m in enumerate(maps, 1):
+        axes[i].imshow(m, cmap="jet", interpolation="nearest")
+        axes[i].set_title(f"L{i}")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[n:]:
+        ax.axis("off")
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        fig.suptitle(title)
+    fig.tight_layout(pad=0.3)
     return fig

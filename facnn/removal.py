@@ -42,6 +42,9 @@ import torch
 import torch.nn.functional as F_
 from torch import Tensor
 
+from .checks import (check_batch_size, check_choice, check_columns, check_float, check_images,
+                     check_int, check_labels, check_model, check_tensor)
+from .fileio import read_json
 from .models import default_batch, fast_layout
 
 ORDERS = ("lerf", "morf")
@@ -95,8 +98,7 @@ def select_maps(maps: Tensor, batch: int, classes: Tensor | None,
                          f"give one map per image (B, 1, h, w) or one per class (B, C, h, w)")
     if classes is None:
         raise ValueError(f"maps have {c} class channels: give `classes` (B,) to choose one per image")
-    if classes.min() < 0 or classes.max() >= c:
-        raise ValueError(f"classes must lie in [0, {c}), got {classes.min()}..{classes.max()}")
+    check_labels(classes, batch, c, name="classes")
     return maps[torch.arange(batch, device=maps.device), classes.to(maps.device)][:, None].float()
 
 
@@ -106,6 +108,13 @@ def removal_ranks(maps: Tensor, size: tuple[int, int], order: str = "lerf",
                   tie_break: str = "random") -> Tensor:
     """rank[b, i] = the step at which pixel i (raster index) of image b is removed:
     0 = first. maps (B, 1, h, w) are upsampled bilinearly to ``size`` first. -> (B, H*W)."""
+    maps = check_tensor("maps", maps)
+    if maps.dim() != 4 or maps.shape[1] != 1 or maps.numel() == 0:
+        raise ValueError(f"maps must be one map per image (B, 1, h, w), got {tuple(maps.shape)}; "
+                         f"select_maps picks them from (B, C, h, w)")
+    size = tuple(check_int("size", v, 1) for v in size)
+    if len(size) != 2:
+        raise ValueError(f"size={size} must be (H, W)")
     _check_choice("order", order, ORDERS)
     _check_choice("tie_break", tie_break, TIE_BREAKS)
     if tuple(maps.shape[-2:]) != tuple(size):
@@ -124,6 +133,8 @@ def removal_ranks(maps: Tensor, size: tuple[int, int], order: str = "lerf",
 
 def pixel_counts(fractions: Tensor, n_pixels: int) -> Tensor:
     """Pixels removed at each fraction: floor(p * P + 1/2). -> (F,) int64."""
+    fractions = check_fractions(fractions)
+    check_int("n_pixels", n_pixels, 1)
     return torch.floor(fractions.double() * n_pixels + 0.5).long()
 
 
@@ -132,6 +143,8 @@ def pixel_counts(fractions: Tensor, n_pixels: int) -> Tensor:
 def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
     """Separable Gaussian blur with reflect padding, kernel 2*ceil(3 sigma) + 1 (the same
     kernel as torchvision's ``gaussian_blur`` with that size). (B, C, H, W) -> same."""
+    check_images(images, "images")
+    check_float("sigma", sigma, 0.0, lo_open=True)
     radius = max(1, math.ceil(3 * sigma))
     radius = min(radius, min(images.shape[-2:]) - 1)      # reflect padding needs pad < size
     x = torch.linspace(-radius, radius, 2 * radius + 1, dtype=images.dtype, device=images.device)
@@ -147,6 +160,7 @@ def fill_values(images: Tensor, fill: str = "mean", dataset: str | None = None,
                 blur_sigma: float | None = None) -> Tensor:
     """What a removed pixel becomes, per image and channel, in normalised space.
     images (B, 3, H, W) normalised -> (B, 3, H, W) (or broadcastable to it)."""
+    check_images(images, "images")
     _check_choice("fill", fill, FILLS)
     if fill == "mean":
         return torch.zeros_like(images[:1])
@@ -183,8 +197,7 @@ def _pairs(fraction_idx: Sequence[int], batch: int, chunk: int) -> Iterator[tupl
 
 def _prepare(images, maps, fractions, order, fill, classes, num_classes, dataset, blur_sigma,
              tie_break):
-    if images.dim() != 4:
-        raise ValueError(f"images must be (B, 3, H, W) normalised floats, got {tuple(images.shape)}")
+    check_images(images, "images")
     f = check_fractions(fractions)
     _check_choice("order", order, ORDERS)
     one = select_maps(maps, images.shape[0], classes, num_classes).to(images.device)
@@ -225,6 +238,9 @@ class Curve:
 
 def trapezoid_auc(fractions: Sequence[float], accuracy: Sequence[float]) -> float:
     """Trapezoid area under the curve; with fractions 0..1 it is the mean accuracy."""
+    if len(fractions) != len(accuracy) or len(fractions) == 0:
+        raise ValueError(f"fractions and accuracy must be non-empty and of the same length, got "
+                         f"{len(fractions)} and {len(accuracy)}")
     return float(np.trapezoid(np.asarray(accuracy, float), np.asarray(fractions, float)))
 
 
@@ -251,10 +267,11 @@ def removal_curve(model, images: Tensor, labels: Tensor, maps: Tensor,
             at 0 and at all pixels removed do not depend on the map, so they are computed
             once and reused (run_benchmark passes one).
     """
-    if labels.shape != (images.shape[0],):
-        raise ValueError(f"labels must be (B,) = ({images.shape[0]},), got {tuple(labels.shape)}")
+    check_model(model)
+    check_images(images, "images")
+    check_labels(labels, images.shape[0], getattr(model, "num_classes", None))
     classes = labels if classes is None else classes
-    batch_size = batch_size or default_batch(images)
+    batch_size = check_batch_size("batch_size", batch_size) or default_batch(images)
     f, ranks, counts, fills = _prepare(images, maps, fractions, order, fill, classes,
                                        getattr(model, "num_classes", None), dataset, blur_sigma,
                                        tie_break)
@@ -285,12 +302,13 @@ def removal_curve(model, images: Tensor, labels: Tensor, maps: Tensor,
 def intermediate_layer(depth: int) -> int:
     """The intermediate layer of Figure 4 at depth N: layer 18 of 24, i.e. round(N * 18/24)
     (half rounds up): 24 -> 18, 9 -> 7, 4 -> 3."""
+    depth = check_int("depth", depth, 1)
     return max(1, math.floor(depth * 18 / 24 + 0.5))
 
 
 def default_layers(model) -> list[int | None]:
     """Figure 4's two panels: the last layer N and the intermediate layer."""
-    depth = getattr(model, "depth", None)
+    depth = getattr(check_model(model), "depth", None)
     if depth is None:
         return [None]
     return [depth, intermediate_layer(depth)] if depth > 1 else [depth]
@@ -307,6 +325,7 @@ class BenchmarkResult:
     timing:   one row per method: seconds for its maps and for its curves (the first
               method's curves also pay for fractions 0 and 1, which every curve shares).
     meta:     the benchmark's own settings (fractions, images, fill, kwargs, ...).
+    correct:  with keep_correct, each curve's per-image correctness, bool (F, n).
 
     ``layer`` is the FA-CNN layer (1..N) for layered methods (fa-cnn, grad-cam) and <NA>
     for methods that do not look inside the model (rise, k-occ, random): each of those
@@ -318,6 +337,7 @@ class BenchmarkResult:
     auc: pd.DataFrame
     timing: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
+    correct: dict[tuple, Any] = field(default_factory=dict)   # (method, layer, order, seed) -> (F, n)
 
 
 def _select_images(dataset, n_images: int | None, seed: int) -> Tensor:
@@ -333,7 +353,12 @@ def compute_maps(method: str, model, x: Tensor, classes: Tensor, layer: int | No
     """One map per image for its class, via facnn.attribution, in chunks of ``batch``
     images. x (B, 3, H, W) -> (B, 1, h, w) on the CPU. RAND runs on the whole batch at once:
     its seeded draw would otherwise repeat itself in every chunk."""
-    from .attribution import attribute
+    from .attribution import METHODS as REGISTRY, attribute
+    check_choice("method", method, REGISTRY)
+    check_model(model)
+    check_images(x)
+    check_labels(classes, len(x), getattr(model, "num_classes", None), name="classes")
+    batch = check_int("batch", batch, 1)
     if method == "random":
         batch = len(x)
     out = []
@@ -363,7 +388,8 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
                   method_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
                   target: str = "label", batch_size: int | None = None, map_batch: int = 100,
                   blur_sigma: float | None = None, device: str | torch.device = "cpu",
-                  progress: bool = True) -> BenchmarkResult:
+                  progress: bool = True, clip_negative: Sequence[str] = (),
+                  keep_correct: bool = False) -> BenchmarkResult:
     """Figure 4: pixel-removal curves for every method, layer and order on one model.
 
     Args:
@@ -379,10 +405,21 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
         target: the class whose map ranks the pixels: "label" (SPEC 7) or "predicted".
         batch_size: images per forward pass in the curves; map_batch: images per call of
             an attribution method.
+        clip_negative: methods whose maps are also used clipped at zero (negative
+            attributions set to 0), LeRF only, as method "<name>+clip": the test of the
+            paper's explanation that negative attributions make RISE and K-OCC raise
+            accuracy at small removal fractions.
+        keep_correct: keep each curve's per-image correctness (fractions x images, bool)
+            in ``result.correct`` (for bootstrap intervals over images).
 
     Maps are computed once per (method, layer, seed) and reused for every order.
     """
+    check_model(model)
     _check_choice("target", target, ("label", "predicted"))
+    if n_images is not None:
+        check_int("n_images", n_images, 1)
+    check_batch_size("batch_size", batch_size)
+    check_int("map_batch", map_batch, 1)
     for o in orders:
         _check_choice("order", o, ORDERS)
     _check_choice("fill", fill, FILLS)
@@ -403,6 +440,7 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
     classes = y if target == "label" else clean
 
     rows, timing, ends = [], [], {}            # ends: fractions 0 and 1, shared by all curves
+    correct: dict[tuple, Any] = {}
     for method in methods:
         t_maps, t_curves, kw = 0.0, 0.0, method_kwargs.get(method, {})
         variants = _variants(method, layers, rand_seeds)
@@ -419,7 +457,18 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
                                       dataset=dataset.name, blur_sigma=blur_sigma, cache=ends)
                 t_curves += time.perf_counter() - t0
                 rows += _curve_rows(curve, method, layer, order, s)
+                if keep_correct:
+                    correct[(method, layer, order, s)] = curve.correct.cpu().numpy()
                 bar.update(1)
+            if method in clip_negative and "lerf" in orders:
+                t0 = time.perf_counter()
+                curve = removal_curve(model, x, y, maps.clamp(min=0).to(device), f, "lerf", fill,
+                                      batch_size, dataset=dataset.name, blur_sigma=blur_sigma,
+                                      cache=ends)
+                t_curves += time.perf_counter() - t0
+                rows += _curve_rows(curve, f"{method}+clip", layer, "lerf", s)
+                if keep_correct:
+                    correct[(f"{method}+clip", layer, "lerf", s)] = curve.correct.cpu().numpy()
         bar.close()
         timing.append({"method": method, "maps_s": t_maps, "curves_s": t_curves,
                        "total_s": t_maps + t_curves, "map_sets": len(variants)})
@@ -431,8 +480,9 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
             "method_kwargs": method_kwargs, "target": target, "dataset": dataset.name,
             "clean_accuracy": float((clean == y).double().mean()), "indices": idx.tolist(),
             "tie_break": "random", "device": str(device), "torch": torch.__version__}
+    meta["clip_negative"] = list(clip_negative)
     return BenchmarkResult(aggregate(per_seed), per_seed, auc_table(per_seed),
-                           pd.DataFrame(timing), meta)
+                           pd.DataFrame(timing), meta, correct)
 
 
 def _bar(method: str, total: int, progress: bool):
@@ -460,6 +510,7 @@ _KEYS = ["method", "layer", "order"]
 
 def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
     """Mean and spread (sample std) over seeds of each (method, layer, order, fraction)."""
+    check_columns("per_seed", per_seed, _KEYS + ["fraction", "accuracy", "n"])
     g = per_seed.groupby(_KEYS + ["fraction"], dropna=False, sort=False)
     out = g.agg(accuracy=("accuracy", "mean"), n=("n", "first"),
                 accuracy_std=("accuracy", "std"), n_seeds=("accuracy", "size")).reset_index()
@@ -468,6 +519,7 @@ def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
 
 def auc_table(per_seed: pd.DataFrame) -> pd.DataFrame:
     """Area under each curve (trapezoid over fraction), mean and spread over seeds."""
+    check_columns("per_seed", per_seed, _KEYS + ["seed", "fraction", "accuracy"])
     per = (per_seed.groupby(_KEYS + ["seed"], dropna=False, sort=False)
            .apply(lambda d: trapezoid_auc(d["fraction"], d["accuracy"]), include_groups=False)
            .rename("auc").reset_index())
@@ -478,6 +530,7 @@ def auc_table(per_seed: pd.DataFrame) -> pd.DataFrame:
 
 def auc_pivot(result: BenchmarkResult) -> pd.DataFrame:
     """AUC as a method x order table (rows 'fa-cnn@9' etc.), for reports."""
+    _check_result(result)
     a = result.auc.copy()
     a["curve"] = [m if pd.isna(layer) else f"{m}@{layer}" for m, layer in zip(a["method"], a["layer"])]
     return a.pivot(index="curve", columns="order", values="auc").reindex(
@@ -489,9 +542,9 @@ def auc_pivot(result: BenchmarkResult) -> pd.DataFrame:
 def save_benchmark(result: BenchmarkResult, path: str | Path, config=None) -> Path:
     """Write ``curves.csv``, ``auc.csv``, ``timing.csv`` and ``benchmark.json`` (all of it
     plus the model's config and the benchmark's settings) into the folder ``path``."""
-    from .train import atomic_write_text, git_commit
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
+    from .fileio import atomic_write_text, git_commit, make_dir
+    _check_result(result)
+    out = make_dir(path)
     cfg = config.to_dict() if hasattr(config, "to_dict") else (dict(config) if config else None)
     atomic_write_text(out / "curves.csv", result.table.to_csv(index=False))
     atomic_write_text(out / "auc.csv", result.auc.to_csv(index=False))
@@ -503,12 +556,20 @@ def save_benchmark(result: BenchmarkResult, path: str | Path, config=None) -> Pa
     return out
 
 
+def _check_result(result) -> None:
+    if not isinstance(result, BenchmarkResult):
+        raise TypeError(f"expected the BenchmarkResult of run_benchmark, got {type(result).__name__}")
+
+
 def _records(df: pd.DataFrame) -> list[dict]:
     return json.loads(df.to_json(orient="records"))
 
 
 def load_benchmark(path: str | Path) -> tuple[BenchmarkResult, dict | None]:
     """(result, config dict) from a folder written by :func:`save_benchmark`."""
-    doc = json.loads((Path(path) / "benchmark.json").read_text())
+    file = Path(path) / "benchmark.json"
+    if not file.exists():
+        raise FileNotFoundError(f"{file} not found: save_benchmark(result, {str(path)!r}) writes it")
+    doc = read_json(file, "rerun the benchmark and save it again with save_benchmark")
     frames = {k: _tidy(pd.DataFrame(doc[k])) for k in ("table", "per_seed", "auc", "timing")}
     return BenchmarkResult(meta=doc["benchmark"], **frames), doc["config"]

@@ -19,12 +19,17 @@ import torch
 import torch.nn.functional as F_
 from torch import Tensor, nn
 
-from .attribution import check_layer, class_maps_layers, eval_mode, grad_cam_layers, minmax
+from .attribution import class_maps_layers, eval_mode, grad_cam_layers, minmax
+from .checks import check_choice, check_float, check_images, check_layer, check_tensor, require_features
 
 
 def pearson(a: Tensor, b: Tensor) -> Tensor:
     """Pearson correlation of each pair of maps over their pixels: (..., h, w) -> (...).
     NaN where a map is constant (correlation undefined)."""
+    a, b = check_tensor("a", a), check_tensor("b", b)
+    if a.shape != b.shape or a.dim() < 2 or a.numel() == 0:
+        raise ValueError(f"a and b must be non-empty maps of the same shape (..., h, w), got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
     a = a.double().flatten(-2)
     b = b.double().flatten(-2)
     a = a - a.mean(-1, keepdim=True)
@@ -56,6 +61,8 @@ def theorem1(model: nn.Module, x: Tensor, layer: int | None = None, target: str 
     ``target``. Theorem 1: at L = N with target "score" and the pooling head, corr = 1 and
     max_abs_diff = 0 up to float rounding.
     """
+    check_images(x)
+    check_choice("target", target, ("score", "probability"))
     layer = check_layer(model, layer)
     fa = class_maps_layers(model, x, [layer], classes)[0]
     gc = grad_cam_layers(model, x, [layer], classes, target=target, relu=relu)[0]
@@ -67,6 +74,9 @@ def layer_correlations(model: nn.Module, x: Tensor, classes=None, layers: Sequen
     """Per layer L: the class_maps / Grad-CAM correlation Figures 1 and 5 print beside each
     row. One forward and one batched backward for all layers. Returns rows
     {layer, mean_corr, min_corr, max_diff, n_undefined, corr (B, C_sel)}."""
+    require_features(model, "layer_correlations")
+    check_images(x)
+    check_choice("target", target, ("score", "probability"))
     layers = [check_layer(model, l) for l in (layers or range(1, model.depth + 1))]
     fas = class_maps_layers(model, x, layers, classes)
     gcs = grad_cam_layers(model, x, layers, classes, target=target)
@@ -95,6 +105,8 @@ def _iter_rescaled(model: nn.Module, feats: list[Tensor], target_layer: int) -> 
 
 
 def _features(model: nn.Module, x: Tensor, target_layer: int | None) -> tuple[list[Tensor], int]:
+    require_features(model, "Theorem 2")
+    check_images(x)
     t = check_layer(model, target_layer)
     if not isinstance(t, int):
         raise ValueError("Theorem 2 needs an FA-CNN layer number 1..N as target_layer")
@@ -119,6 +131,7 @@ def bounded_increment(model: nn.Module, x: Tensor, target_layer: int | None = No
     margin says by how much the bound is broken (as on Vanilla-CNN). pandas.DataFrame(
     result["rows"]) gives the table.
     """
+    check_float("tol", tol, 0.0)
     feats, t = _features(model, x, target_layer)
     n = model.depth
     delta = 1.0 / n

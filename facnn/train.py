@@ -7,6 +7,11 @@ A run lives in ``<out_dir>/<profile>/<dataset>-<model>-<config hash>/``:
                      atomically: temp file + rename)
     metrics.jsonl    one line per epoch (rewritten from the checkpoint's history)
     summary.json     written when the last epoch is done
+    weights.pt       the finished model's fp32 weights (small enough to commit)
+
+A finished run whose weights are gone or damaged (a clone with summary.json alone) is
+trained again by the same command; its old summary is kept as summary.previous.json.
+Ctrl-C stops after the current batch with a checkpoint there (exit code 130 in the CLI).
 
 Calling :func:`train` again resumes from the checkpoint, or returns the summary at once
 when the run is complete. Under ``torchrun`` it trains with DistributedDataParallel.
@@ -16,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -27,8 +32,11 @@ import torch.distributed as dist
 from torch import nn
 
 from . import data as D
-from .config import Config
-from .models import Classifier, model_from_config
+from .config import Config, cli_command
+# atomic_write_bytes and StorageError are re-exported: facnn.book imports them from here
+from .fileio import (StorageError, atomic_write_bytes, atomic_write_text, git_commit,  # noqa: F401
+                     make_dir, read_json, sweep_stale_temps)
+from .models import Classifier, inputs_unchecked, model_from_config
 
 
 # -- plumbing -----------------------------------------------------------------------------
@@ -47,48 +55,41 @@ def run_dir(cfg: Config) -> Path:
     return Path(cfg.out_dir) / cfg.profile / cfg.run_name()
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Write through ``write(file)`` to a temp file beside ``path``, then rename: a kill
-    mid-write leaves the previous file intact."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
-
-
 class CheckpointError(RuntimeError):
     pass
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, after the checkpoint was brought up to date where that was
+    safe; the message says where a rerun resumes."""
+
+
 def load_checkpoint(path: Path, cfg: Config | None = None) -> dict[str, Any]:
-    """Load a checkpoint, refusing a truncated file or one written for another config."""
+    """Load a checkpoint (or weights.pt), refusing a truncated file or one written for
+    another config. With ``cfg`` the errors give the command that rebuilds the file."""
+    path = Path(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises several types for a damaged zip
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: "
-                              f"{str(e)[:120]}); delete it to train from scratch") from None
+                              f"{str(e)[:120]}); {_rebuild(path, cfg)}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config_hash" not in ckpt:
-        raise CheckpointError(f"{path} is not a facnn checkpoint; delete it or point elsewhere")
+        raise CheckpointError(f"{path} is not a facnn checkpoint; {_rebuild(path, cfg)}")
     if cfg is not None and ckpt["config_hash"] != cfg.hash():
         raise CheckpointError(
             f"checkpoint {path} was written for config {ckpt['config_hash']}, not this one "
             f"({cfg.hash()}); use another out_dir or delete the checkpoint. Differences: "
             f"{_diff(ckpt.get('config', {}), cfg.to_dict())}")
     return ckpt
+
+
+def _rebuild(path: Path, cfg: Config | None) -> str:
+    """How to get a good file at ``path`` again."""
+    if cfg is None:
+        return "delete it to train from scratch"
+    if path.name == "weights.pt":   # train() retrains a finished run whose weights are unusable
+        return f"rebuild it (this retrains the run) with: {cli_command(cfg)}"
+    return f"delete it to train from scratch, then run: {cli_command(cfg)}"
 
 
 def _diff(a: dict, b: dict) -> str:
@@ -117,20 +118,27 @@ def lr_factor(cfg: Config, step: int, steps_per_epoch: int) -> float:
 
 @torch.no_grad()
 def evaluate(model: Classifier, loader, device: torch.device | None = None) -> dict[str, float]:
-    """Top-1 accuracy and mean loss over a loader."""
+    """Top-1 accuracy and mean loss over a loader. The sums stay on the device (float64
+    where it has one) and are read once at the end: no host sync per batch."""
     was_training = model.training
     model.eval()
-    correct, total, loss_sum = 0, 0, 0.0
+    total, correct, loss_sum = 0, None, None
     for x, y in loader:
         if device is not None:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with _autocast(x.device):
             scores = model(_layout(x))
-        loss_sum += float(_unwrap(model).loss(scores, y)) * len(y)
-        correct += int((scores.argmax(1) == y).sum())
+        if correct is None:
+            wide = torch.float32 if x.device.type == "mps" else torch.float64
+            correct = torch.zeros((), dtype=torch.long, device=x.device)
+            loss_sum = torch.zeros((), dtype=wide, device=x.device)
+        loss_sum += _unwrap(model).loss(scores, y).to(loss_sum.dtype) * len(y)
+        correct += (scores.argmax(1) == y).sum()
         total += len(y)
     model.train(was_training)
-    return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1), "n": total}
+    if correct is None:
+        return {"accuracy": 0.0, "loss": 0.0, "n": 0}
+    return {"accuracy": int(correct) / total, "loss": float(loss_sum) / total, "n": total}
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
@@ -158,26 +166,39 @@ def _unwrap(model: nn.Module) -> Classifier:
 # -- data ---------------------------------------------------------------------------------
 
 def make_loaders(cfg: Config, device: torch.device, rank: int = 0, world: int = 1):
-    """(train, test) loaders for a config: tensor-resident for in-memory datasets."""
-    if cfg.dataset == "imagenet100":
-        return _imagenet_loaders(cfg, rank, world)
-    train, test = D.load_config_data(cfg)
+    """(train, test) loaders for a config: tensor-resident for in-memory datasets and
+    ImageNet-20, a DataLoader with workers for ImageNet-100 (``cfg.loader`` chooses for
+    ImageNet subsets). Both kinds take ``set_epoch(epoch, start_batch)``."""
     per_rank = max(1, cfg.batch_size // world)
+    if cfg.dataset in D.IMAGENET_SUBSETS and _folder_loader(cfg) == "workers":
+        return _imagenet_loaders(cfg, device, rank, world)
+    train, test = D.load_config_data(cfg)
+    if cfg.dataset in D.IMAGENET_SUBSETS:
+        return (D.TensorLoader(train, per_rank, True, device, cfg.seed, rank, world, drop_last=True,
+                               augmentation="resized-crop"),
+                D.TensorLoader(test, 500, False, device))
     return (D.TensorLoader(train, per_rank, True, device, cfg.seed, rank, world),
             D.TensorLoader(test, 500, False, device))
 
 
-def _imagenet_loaders(cfg: Config, rank: int, world: int):
-    from torch.utils.data import DataLoader, DistributedSampler
-    classes = D.imagenet100_classes(cfg.data_root, cfg.classes_file, cfg.seed)
-    tr = D.imagenet100_folder(cfg.data_root, "train", classes, cfg.image_size)
-    va = D.imagenet100_folder(cfg.data_root, "val", classes, cfg.image_size)
-    sampler = DistributedSampler(tr, world, rank, seed=cfg.seed) if world > 1 else None
-    g = torch.Generator().manual_seed(cfg.seed)
-    train = DataLoader(tr, cfg.batch_size // world, shuffle=sampler is None, sampler=sampler,
-                       num_workers=cfg.num_workers, pin_memory=True, drop_last=True, generator=g)
-    train.set_epoch = sampler.set_epoch if sampler else (lambda e: None)
-    return train, DataLoader(va, 250, num_workers=cfg.num_workers)
+def _folder_loader(cfg: Config) -> str:
+    """"tensor" or "workers": auto decodes ImageNet-20 (12,000 small JPEGs, a few seconds)
+    into memory and streams ImageNet-100 (130,000 photos) through workers."""
+    if cfg.loader != "auto":
+        return cfg.loader
+    return "tensor" if cfg.dataset == "imagenet20" else "workers"
+
+
+def _imagenet_loaders(cfg: Config, device: torch.device, rank: int, world: int):
+    """An ImageNet subset through a DataLoader with ``cfg.num_workers`` workers (0: in this
+    process); order and augmentation fixed by (seed, epoch), so resume is exact."""
+    root = D.imagenet_root(cfg.dataset, cfg.data_root)
+    wnids = D.class_list(cfg.dataset, root, cfg.classes_file, cfg.seed)
+    tr, va = (D.FolderDataset(cfg.dataset, root, split, wnids, cfg.image_size) for split in ("train", "val"))
+    common = dict(num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+    return (D.FolderLoader(tr, max(1, cfg.batch_size // world), True, cfg.seed, rank, world,
+                           drop_last=True, **common),
+            D.FolderLoader(va, 250, False, **common))
 
 
 # -- the loop -----------------------------------------------------------------------------
@@ -187,6 +208,13 @@ def train(cfg: Config, stop_after: int | None = None) -> dict[str, Any]:
 
     ``stop_after`` ends this call after that many epochs in total (the run stays
     resumable): it is how tests and notebooks simulate an interruption.
+
+    A finished run (summary.json) whose weights are gone (neither weights.pt nor
+    checkpoint.pt, as in a clone without committed weights) or damaged is trained again
+    from scratch: the old summary is kept as summary.previous.json for comparison and the
+    new one replaces summary.json when the run ends. Ctrl-C stops after the current batch,
+    saves a checkpoint there and raises :class:`TrainingInterrupted` saying where a rerun
+    resumes (a second Ctrl-C stops at once, keeping the last checkpoint).
     """
     cfg.validate()
     rank, world = _dist_setup()
@@ -196,9 +224,19 @@ def train(cfg: Config, stop_after: int | None = None) -> dict[str, Any]:
     out = run_dir(cfg)
     summary_path, ckpt_path = out / "summary.json", out / "checkpoint.pt"
     if summary_path.exists() and stop_after is None:
-        return json.loads(summary_path.read_text())   # finished: a cache hit
-    out.mkdir(parents=True, exist_ok=True)
+        summary = read_json(summary_path, f"delete it and rerun {cli_command(cfg)} (it resumes "
+                                          f"from checkpoint.pt, or retrains)")
+        why = _unusable_weights(cfg)
+        if why is None:
+            return summary   # finished: a cache hit
+        if world > 1:
+            dist.barrier()   # every rank has read the summary before it moves
+        if rank == 0:
+            _retrain_notice(cfg, summary, why)
+            os.replace(summary_path, out / "summary.previous.json")
+    make_dir(out)
     if rank == 0:
+        sweep_stale_temps(out)
         atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=1))
 
     torch.manual_seed(cfg.seed)
@@ -214,6 +252,7 @@ def train(cfg: Config, stop_after: int | None = None) -> dict[str, Any]:
     state = {"epoch": 0, "batch": 0, "partial": None, "history": [], "wall_s": 0.0,
              "images": 0, "train_s": 0.0}
 
+    saved = None   # (epoch, batch) that checkpoint.pt holds
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, cfg)
         model.load_state_dict(ckpt["model"])
@@ -223,6 +262,7 @@ def train(cfg: Config, stop_after: int | None = None) -> dict[str, Any]:
         if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
         state = {k: ckpt[k] for k in state}
+        saved = (state["epoch"], state["batch"])
         if rank == 0 and state["epoch"] < cfg.epochs:
             _say(cfg, f"resuming {out.name} at epoch {state['epoch'] + 1}/{cfg.epochs}, "
                       f"batch {state['batch']}/{steps}")
@@ -230,30 +270,55 @@ def train(cfg: Config, stop_after: int | None = None) -> dict[str, Any]:
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    net = _compiled(net, cfg, device, rank)
+
+    # where a save would resume from: `safe` while model, optimiser and sums agree with it
+    at = {"epoch": state["epoch"], "batch": state["batch"], "sums": lambda: state["partial"],
+          "safe": True, "saving": False, "stop": False}
+
+    def save(st: dict) -> None:
+        nonlocal saved
+        at["saving"] = True
+        _save(ckpt_path, model, opt, sched, cfg, st, device)
+        at["saving"] = False
+        saved = (st["epoch"], st["batch"])
 
     last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-    for epoch in range(state["epoch"], last):
-        def save_partial(batch: int, partial: dict) -> None:
-            if rank == 0:
-                _save(ckpt_path, model, opt, sched, cfg, {**state, "batch": batch, "partial": partial}, device)
+    try:
+        with inputs_unchecked(model), _deferred_interrupt(at):
+            for epoch in range(state["epoch"], last):
+                def save_partial(batch: int, partial: dict) -> None:
+                    if rank == 0:
+                        save({**state, "batch": batch, "partial": partial})
 
-        t0 = time.perf_counter()
-        train_stats = _train_epoch(net, model, opt, sched, train_loader, epoch, cfg, device, rank,
-                                   state["batch"], state["partial"], save_partial)
-        test_stats = evaluate(model, test_loader, device)
-        dt = time.perf_counter() - t0
-        state.update(epoch=epoch + 1, batch=0, partial=None)
-        state["wall_s"] += dt
-        state["train_s"] += train_stats.pop("seconds")
-        state["images"] += train_stats["images"] * world
-        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], **{f"train_{k}": v for k, v in train_stats.items()},
-               "test_accuracy": test_stats["accuracy"], "test_loss": test_stats["loss"], "seconds": dt}
-        state["history"].append(row)
-        if rank == 0:
-            _say(cfg, f"epoch {epoch + 1}/{cfg.epochs}: test accuracy {test_stats['accuracy']:.4f}, "
-                      f"train loss {train_stats['loss']:.4f}, {train_stats['images_per_s']:.0f} images/s")
-            _save(ckpt_path, model, opt, sched, cfg, state, device)
-            atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
+                t0 = time.perf_counter()
+                train_stats = _train_epoch(net, model, opt, sched, train_loader, epoch, cfg, device,
+                                           rank, state["batch"], state["partial"], save_partial, at)
+                test_stats = evaluate(model, test_loader, device)
+                dt = time.perf_counter() - t0
+                at["safe"] = False   # the epoch's bookkeeping: resume from its checkpoint
+                state.update(epoch=epoch + 1, batch=0, partial=None)
+                state["wall_s"] += dt
+                state["train_s"] += train_stats.pop("seconds")
+                state["images"] += train_stats["images"] * world
+                row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
+                       **{f"train_{k}": v for k, v in train_stats.items()},
+                       "test_accuracy": test_stats["accuracy"], "test_loss": test_stats["loss"],
+                       "seconds": dt}
+                state["history"].append(row)
+                if rank == 0:
+                    _say(cfg, f"epoch {epoch + 1}/{cfg.epochs}: test accuracy {test_stats['accuracy']:.4f}, "
+                              f"train loss {train_stats['loss']:.4f}, {train_stats['images_per_s']:.0f} images/s")
+                    save(state)
+                    atomic_write_text(out / "metrics.jsonl",
+                                      "".join(json.dumps(r) + "\n" for r in state["history"]))
+                at.update(epoch=epoch + 1, batch=0, sums=lambda: None, safe=True)
+                if at["stop"]:
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        if rank == 0 and at["safe"] and not at["saving"] and saved != (at["epoch"], at["batch"]):
+            save({**state, "epoch": at["epoch"], "batch": at["batch"], "partial": at["sums"]()})
+        raise _interrupted(cfg, ckpt_path, saved, at["saving"], steps) from None
 
     summary = _summary(cfg, state, device, world)
     if rank == 0 and state["epoch"] >= cfg.epochs:
@@ -264,10 +329,107 @@ def train(cfg: Config, stop_after: int | None = None) -> dict[str, Any]:
     return summary
 
 
+def _unusable_weights(cfg: Config) -> str | None:
+    """None when a finished run still has its model (checkpoint.pt, or a loadable
+    weights.pt), else why not."""
+    folder = run_dir(cfg)
+    if (folder / "checkpoint.pt").exists():
+        return None
+    if not (folder / "weights.pt").exists():
+        return "neither weights.pt nor checkpoint.pt is there"
+    try:
+        load_checkpoint(folder / "weights.pt", cfg)
+    except CheckpointError as e:
+        return f"its weights.pt cannot be used ({str(e).split(';')[0]})"
+    return None
+
+
+def _retrain_notice(cfg: Config, summary: dict, why: str) -> None:
+    took = summary.get("wall_s") if isinstance(summary, dict) else None
+    eta = f"about {_duration(took)} on {summary.get('device', 'its device')} last time" if took else \
+        "its duration unrecorded"
+    print(f"{run_dir(cfg)} finished before (summary.json) but {why}: retraining it from scratch "
+          f"({eta}); the old summary is kept as summary.previous.json", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _compiled(net: nn.Module, cfg: Config, device: torch.device, rank: int) -> nn.Module:
+    """torch.compile on CUDA when cfg.compile; elsewhere the model as it is (with a note)."""
+    if not cfg.compile:
+        return net
+    if device.type != "cuda":
+        if rank == 0:
+            print(f"note: compile=true is ignored on {device.type} (torch.compile is used on CUDA "
+                  f"only)", file=sys.stderr)
+        return net
+    return torch.compile(net)
+
+
+class _deferred_interrupt:
+    """Within the block, the first Ctrl-C (SIGINT) only sets at["stop"]: the loop stops at
+    the end of the current batch, where a checkpoint is consistent. A second one raises
+    KeyboardInterrupt at once. Only in the main thread (signals are delivered there)."""
+
+    def __init__(self, at: dict):
+        self.at, self.previous = at, None
+
+    def __enter__(self):
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        import signal
+        self.at["stop"] = True
+        signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
+        print("\nstopping after this batch (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        import signal
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _interrupted(cfg: Config, ckpt_path: Path, saved, unknown: bool, steps: int) -> TrainingInterrupted:
+    """The message of a Ctrl-C: where the rerun resumes, read from disk when the interrupt
+    hit a checkpoint write."""
+    if unknown and ckpt_path.exists():
+        try:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            saved = (ckpt["epoch"], ckpt["batch"])
+        except Exception:
+            saved = None
+    if saved is None:
+        return TrainingInterrupted("stopped before the first checkpoint; rerun the same command "
+                                   "to start again")
+    epoch, batch = saved
+    if epoch >= cfg.epochs:
+        return TrainingInterrupted("stopped after the last epoch; rerun the same command to write "
+                                   "the summary")
+    return TrainingInterrupted(f"stopped; rerun the same command to resume from epoch {epoch + 1} "
+                               f"batch {batch} (of {cfg.epochs} epochs, {steps} batches each; "
+                               f"{ckpt_path})")
+
+
 def _train_epoch(net, model, opt, sched, loader, epoch, cfg, device, rank, start_batch=0,
-                 partial=None, save_partial=None) -> dict[str, float]:
+                 partial=None, save_partial=None, at=None) -> dict[str, float]:
     """One epoch from batch ``start_batch`` on; ``partial`` carries the running sums of
-    the batches before it. Calls ``save_partial`` every ``cfg.save_every_s`` seconds."""
+    the batches before it. Calls ``save_partial`` every ``cfg.save_every_s`` seconds.
+
+    No host sync per batch: the sums stay on the device, and a non-finite loss is recorded
+    on the device (the first batch that gave one) and checked every ``_CHECK_EVERY``
+    batches and before any checkpoint, so a NaN never reaches checkpoint.pt. ``at`` (the
+    resume point) is updated after every batch; training stops there when at["stop"]."""
     from tqdm.auto import tqdm
     net.train()
     bf16 = use_bf16(cfg.precision, device)
@@ -277,16 +439,23 @@ def _train_epoch(net, model, opt, sched, loader, epoch, cfg, device, rank, start
                disable=not cfg.progress or rank != 0, leave=False, unit="batch",
                initial=start_batch, total=len(loader))
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+    bad = torch.full((), -1, dtype=torch.long, device=device)   # first batch with a non-finite loss
     n, t0 = 0, time.perf_counter()
     last_save = t0
+    at = at if at is not None else {}
+
+    def sums() -> dict:
+        _check_finite(bad, epoch, cfg)
+        return _sums(p, loss_sum, correct, n, time.perf_counter() - t0)
+
+    at.update(epoch=epoch, batch=start_batch, sums=sums, safe=True)
     for i, (x, y) in enumerate(bar, start=start_batch):
+        at["safe"] = False   # BatchNorm statistics change in the forward
         x, y = _layout(x.to(device, non_blocking=True), device.type == "cuda" or bf16), y.to(device, non_blocking=True)
         with _autocast(device, bf16):
             scores = net(x)
         loss = model.loss(scores, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss became {float(loss)} at epoch {epoch + 1}, batch {i}; "
-                                     f"lower the learning rate (lr={cfg.lr})")
+        bad = torch.where((bad < 0) & ~torch.isfinite(loss.detach()), i, bad)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -294,15 +463,34 @@ def _train_epoch(net, model, opt, sched, loader, epoch, cfg, device, rank, start
         loss_sum += loss.detach() * len(y)
         correct += (scores.detach().argmax(1) == y).sum()
         n += len(y)
+        at.update(batch=i + 1, safe=True)
         now = time.perf_counter()
-        if i % 20 == 0:
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", img_s=f"{n / (now - t0):.0f}")
+        if i % _CHECK_EVERY == 0:
+            _check_finite(bad, epoch, cfg)
+            if not bar.disable:
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", img_s=f"{n / (now - t0):.0f}")
         if save_partial is not None and now - last_save > cfg.save_every_s and i + 1 < len(loader):
-            save_partial(i + 1, _sums(p, loss_sum, correct, n, now - t0))
+            save_partial(i + 1, sums())
             last_save = now
-    p = _sums(p, loss_sum, correct, n, time.perf_counter() - t0)
-    return {"loss": p["loss_sum"] / p["n"], "accuracy": p["correct"] / p["n"], "images": p["n"],
-            "images_per_s": p["n"] / p["seconds"], "seconds": p["seconds"]}
+        if at.get("stop"):
+            raise KeyboardInterrupt
+    total = sums()
+    at["sums"] = lambda: total
+    return {"loss": total["loss_sum"] / total["n"], "accuracy": total["correct"] / total["n"],
+            "images": total["n"], "images_per_s": total["n"] / total["seconds"],
+            "seconds": total["seconds"]}
+
+
+_CHECK_EVERY = 20   # batches between reads of the non-finite-loss flag (a host sync)
+
+
+def _check_finite(bad: torch.Tensor, epoch: int, cfg: Config) -> None:
+    step = int(bad)
+    if step >= 0:
+        raise FloatingPointError(
+            f"the loss became NaN or inf at epoch {epoch + 1}, batch {step}; training stopped "
+            f"before saving it (the last checkpoint is intact). Lower the learning rate "
+            f"(lr={cfg.lr:g}), e.g. --set lr={cfg.lr / 10:g}")
 
 
 def _sums(p: dict, loss_sum, correct, n: int, seconds: float) -> dict:
@@ -358,13 +546,32 @@ def save_weights(cfg: Config) -> Path:
 
 
 def load_trained(cfg: Config, device: str | torch.device = "cpu") -> Classifier:
-    """The model of a run in eval mode, from its checkpoint, or else from its weights.pt."""
+    """The model of a run in eval mode, from its checkpoint, or else from its weights.pt.
+    Errors name the file and give the command that rebuilds it (with the config's own
+    overrides)."""
     folder = run_dir(cfg)
     path = next((p for p in (folder / "checkpoint.pt", folder / "weights.pt") if p.exists()), None)
     if path is None:
+        finished = ""
+        if (folder / "summary.json").exists():
+            finished = (" (the run finished before and kept only its summary; this command "
+                        "retrains it)")
         raise FileNotFoundError(f"no checkpoint.pt or weights.pt in {folder}; train it with: "
-                                f"python -m facnn train --dataset {cfg.dataset} --model "
-                                f"{cfg.model} --profile {cfg.profile}")
+                                f"{cli_command(cfg)}{finished}")
     model = model_from_config(cfg)
-    model.load_state_dict(load_checkpoint(path, cfg)["model"])
+    weights = load_checkpoint(path, cfg)["model"]
+    want = model.state_dict()
+    missing = [k for k in want if k not in weights]
+    extra = [k for k in weights if k not in want]
+    if missing or extra:
+        raise CheckpointError(
+            f"{path} does not match the model: {len(missing)} key(s) missing "
+            f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}), {len(extra)} "
+            f"unexpected ({', '.join(extra[:4])}{', ...' if len(extra) > 4 else ''}); it was "
+            f"written by another version of facnn or damaged: {_rebuild(path, cfg)}")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:   # a shape that differs
+        raise CheckpointError(f"{path} does not match the model ({str(e).splitlines()[-1].strip()[:160]}); "
+                              f"{_rebuild(path, cfg)}") from None
     return model.to(device).eval()

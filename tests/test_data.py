@@ -96,13 +96,3 @@ def test_bad_dataset_names(name, split, message):
     with pytest.raises(ValueError, match=message):
         D.load(name, split)
 
-
-def test_imagenet100_class_choice_is_seeded(tmp_path):
-    for i in range(120):
-        (tmp_path / "train" / f"n{i:08d}").mkdir(parents=True)
-    a = D.imagenet100_classes(tmp_path, seed=0)
-    assert a == D.imagenet100_classes(tmp_path, seed=0) and len(a) == 100
-    assert (tmp_path / "imagenet100_classes.txt").read_text().split() == a
-    assert a != D.imagenet100_classes(tmp_path, seed=1)
-    with pytest.raises(FileNotFoundError, match="ILSVRC"):
-        D.imagenet100_classes(tmp_path / "nowhere")

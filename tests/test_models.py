@@ -74,7 +74,7 @@ def test_added_precision_field_keeps_older_hashes():
     cfg = preset("smoke", "shapes", "fa-pool")
     d = {k: v for k, v in cfg.to_dict().items() if k not in
          {"device", "data_root", "out_dir", "download", "progress", "num_workers", "save_every_s",
-          "precision"}}
+          "precision", "compile", "loader"}}
     assert cfg.precision == "auto"
     assert cfg.hash() == hashlib.sha256(js.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
     assert cfg.hash() != apply_overrides(cfg, {"precision": "bf16"}).hash()
@@ -100,7 +100,7 @@ def test_lr_sweep_differs_only_in_lr():
 ])
 def test_sweep_best_one_standard_error(accs, n, status, best):
     import pandas as pd
-    from facnn.table1 import sweep_best
+    from facnn.book.table1 import sweep_best
     t = pd.DataFrame({"lr": [0.1, 0.2, 0.4], "test accuracy (%)": accs, "test images": n,
                       "status": status})
     assert sweep_best(t) == best
@@ -163,7 +163,7 @@ def test_config_round_trips_through_its_json(profile, dataset, model):
     (0.1, "note", "is the sweep's choice"), (0.2, "warning", "chosen at another profile")])
 def test_sweep_verdict_names_the_rule_and_the_numbers(default, kind, phrase):
     import pandas as pd
-    from facnn.table1 import sweep_verdict
+    from facnn.book.table1 import sweep_verdict
     t = pd.DataFrame({"lr": [0.1, 0.2], "test accuracy (%)": [39.0, 40.0], "test images": 1000,
                       "status": "done"})
     html, k = sweep_verdict(t, default)

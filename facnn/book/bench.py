@@ -147,7 +147,7 @@ def validate(doc: dict[str, Any]) -> list[str]:
 
 def result_files(folder: str | Path = BENCH_DIR) -> list[Path]:
     """The benchmark JSONs in ``folder`` (relative to the checkout), newest first."""
-    from .results import resolve
+    from .provenance import resolve
     files = list(resolve(folder).glob("*.json"))
     return sorted(files, key=lambda p: (load(p).get("finished", ""), p.name), reverse=True)
 

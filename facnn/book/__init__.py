@@ -1,0 +1,8 @@
+"""The book's machinery, apart from the library: the store of training runs a profile needs
+(:mod:`.runs`), the analysis cache (:mod:`.cache`), publishing into the book
+(:mod:`.publish`), the chapters' computations (:mod:`.chapters`), Table 1 (:mod:`.table1`),
+the verdict file (:mod:`.claims`), the explorers (:mod:`.explorer`), benchmark tables
+(:mod:`.bench`) and the build (:mod:`.pipeline`, ``python -m facnn.book``).
+
+The library (``facnn.*`` outside this package) never imports it.
+"""

@@ -1,0 +1,76 @@
+"""What every chapter notebook sets up first: its parameters checked, the profile's runs, its
+analysis cache, and the verdicts it records. Two lines in a notebook::
+
+    ch = Chapter("02_theorem1_gradcam", profile, fresh=fresh, results_dir=results_dir)
+    n = ch.size("n_images", n_images)      # None -> the profile's default; else an int >= 1
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..checks import check_choice, check_int
+from . import claims as C
+from .cache import Cache, Code, fresh_mode
+from .provenance import Provenance, git_commit, relative
+from .publish import check_parameters, style
+from .runs import Runs
+
+
+class Chapter:
+    """One chapter's view of a profile: ``runs`` (the training runs), ``cache`` (its
+    analysis results) and the verdicts it records into the claims file."""
+
+    def __init__(self, name: str, profile: str, fresh: Any = "", results_dir: str = "results",
+                 device: str = "cpu", dataset: str | None = None, allow_training: Any = None,
+                 overrides: dict | None = None):
+        check_parameters()
+        check_choice("profile", profile, ("smoke", "cpu", "paper"))
+        check_choice("device", device, ("cpu", "cuda", "mps"))
+        if allow_training not in (None, True, False):
+            raise TypeError(f"allow_training={allow_training!r}: give None, True or False")
+        if overrides is not None and not isinstance(overrides, dict):
+            raise TypeError(f"overrides={overrides!r} must be a dict of Config fields, e.g. "
+                            f'{{"depth": 8}}')
+        self.name, self.profile = name, profile
+        self.runs = Runs(profile, dataset, overrides, results_dir, allow_training=allow_training,
+                         device=device)
+        self.cache = Cache(profile, self.runs.results_dir, fresh_mode(fresh))
+        self.claims: list[dict[str, Any]] = []
+        style()
+
+    def __repr__(self) -> str:
+        return (f"Chapter({self.name!r}, profile={self.profile!r}, results="
+                f"{relative(self.runs.results_dir)!r})")
+
+    def size(self, key: str, value: Any, name: str | None = None, default: int | None = None,
+             lo: int = 1) -> int | None:
+        """A size parameter ``name`` (default: ``key``): None means the profile's default
+        (``facnn.book.runs.ANALYSIS[profile][key]``, else ``default``); otherwise an int
+        >= ``lo`` (a string, a float with a fraction, zero or a negative number is refused)."""
+        if value is None:
+            value = self.runs.sizes.get(key, default)
+            if value is None:
+                return None
+        return check_int(name or key, value, lo)
+
+    def computed(self, name: str, params: dict[str, Any], compute, models: Sequence[str] = ("fa-pool",),
+                 code: Sequence[Code] = (), trained: bool = True) -> tuple[dict[str, Any], Provenance]:
+        """``compute()``'s values from the cache (computed and stored when absent), keyed by
+        ``params`` and the runs of ``models`` ("model" or "model/recipe")."""
+        ids = {m: self.runs.run_id(*m.split("/"), trained=trained) for m in models}
+        return self.cache.get(name, params, compute, ids, code)
+
+    def claim(self, id: str, statement: str, metric: str, paper, ours, verdict: str,
+              source: str, dataset: str | None = None, ci95=None, n_seeds: int = 1) -> dict:
+        """Record one checked claim for the verdict file (and return it)."""
+        e = C.entry(id, source, statement, dataset or self.runs.dataset, metric, paper, ours,
+                    verdict, self.name, ci95, n_seeds)
+        self.claims = [c for c in self.claims if c["id"] != id] + [e]
+        return e
+
+    def save_claims(self) -> None:
+        """Write this chapter's claims (the build merges every chapter's into claims.json)."""
+        C.record(self.runs.results_dir, self.profile, self.name, self.claims)
+
+    def minutes(self) -> float | None:
+        return self.cache.compute_minutes()

@@ -1,0 +1,148 @@
+"""The verdict file: one entry per claim of the paper the book checks, with the paper's
+number, ours, an interval where seeds allow one, and a verdict.
+
+Each chapter records its entries (``record``) under ``results/<profile>/claims/<chapter>.json``;
+the book's build merges them into ``results/<profile>/claims.json`` (``merge``), which the
+landing page's verdict table and the chapters read::
+
+    {"profile": "cpu", "commit": "...", "claims": [
+        {"id": "table1.cifar10.pool_vs_linear", "source": "Table 1",
+         "statement": "<the paper's claim, one line>", "dataset": "cifar10",
+         "metric": "...", "paper": 0.67, "ours": -1.2, "ci95": [-3.1, 0.7], "n_seeds": 3,
+         "verdict": "holds" | "fails" | "inconclusive" | "not run", "page": "01_training"}]}
+
+The interval of a Table 1 question is the paired t-interval of the per-seed differences
+(run a minus run b trained with the same seed): seeds pair naturally (same data order and
+initialisation scheme), pairing removes what the two runs share, and with a handful of
+seeds the t distribution (not the normal) gives honest 95 % coverage.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+VERDICTS = ("holds", "fails", "inconclusive", "not run")
+FIELDS = ("id", "source", "statement", "dataset", "metric", "paper", "ours", "ci95",
+          "n_seeds", "verdict", "page")
+
+# two-sided 95 % quantiles of Student's t with n-1 degrees of freedom, n = 2..10
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262}
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for one value)."""
+    n = len(values)
+    m = sum(values) / n
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return m, sd
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, tuple[float, float] | None]:
+    """Mean and 95 % t-interval of ``values`` (None for fewer than two values)."""
+    if not values:
+        raise ValueError("no values: an interval needs at least one seed")
+    m, sd = mean_sd(values)
+    if sd is None:
+        return m, None
+    half = _T975[min(len(values) - 1, 9)] * sd / math.sqrt(len(values))
+    return m, (m - half, m + half)
+
+
+def verdict(paper_side: int, ci: tuple[float, float] | None, mean: float | None = None,
+            margin_needed: float | None = None) -> str:
+    """holds / fails / inconclusive for a signed effect the paper says has sign
+    ``paper_side`` (+1 or -1).
+
+    With an interval: holds when it excludes zero on the paper's side, fails when it
+    excludes zero on the other, inconclusive when it contains zero. Without one (a single
+    seed): decided only when ``|mean|`` exceeds ``margin_needed`` (e.g. three times the seed
+    spread measured elsewhere), else inconclusive."""
+    if paper_side not in (1, -1):
+        raise ValueError(f"paper_side must be +1 or -1, got {paper_side}")
+    if ci is not None:
+        lo, hi = ci
+        if lo > 0 or hi < 0:
+            return "holds" if (lo > 0) == (paper_side > 0) else "fails"
+        return "inconclusive"
+    if mean is None:
+        return "not run"
+    if margin_needed is None or abs(mean) <= margin_needed:
+        return "inconclusive"
+    return "holds" if (mean > 0) == (paper_side > 0) else "fails"
+
+
+def entry(id: str, source: str, statement: str, dataset: str | None, metric: str,
+          paper: float | None, ours: float | None, verdict: str, page: str,
+          ci95: Sequence[float] | None = None, n_seeds: int = 0) -> dict[str, Any]:
+    """One claim, checked."""
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict {verdict!r}; choose one of {', '.join(VERDICTS)}")
+    r = lambda v: None if v is None else round(float(v), 6)  # noqa: E731
+    return dict(id=id, source=source, statement=statement, dataset=dataset, metric=metric,
+                paper=r(paper), ours=r(ours), ci95=None if ci95 is None else [r(v) for v in ci95],
+                n_seeds=int(n_seeds), verdict=verdict, page=page)
+
+
+def record(results_dir: str | Path, profile: str, chapter: str,
+           entries: Sequence[dict[str, Any]]) -> Path:
+    """Write one chapter's entries (replacing what it wrote before)."""
+    from ..fileio import atomic_write_text
+    for e in entries:
+        missing = [f for f in FIELDS if f not in e]
+        if missing:
+            raise ValueError(f"claim {e.get('id')!r} lacks {', '.join(missing)}; build it with "
+                             f"facnn.book.claims.entry(...)")
+    path = Path(results_dir) / profile / "claims" / f"{chapter}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(list(entries), indent=1))
+    return path
+
+
+def merge(results_dir: str | Path, profile: str, commit: str,
+          chapters: Sequence[str] | None = None) -> dict[str, Any]:
+    """Merge the chapters' entries into ``results/<profile>/claims.json`` (in chapter
+    order) and return it. ``chapters`` limits it to those executed in this build."""
+    from ..fileio import atomic_write_text
+    folder = Path(results_dir) / profile / "claims"
+    files = sorted(folder.glob("*.json")) if folder.exists() else []
+    if chapters is not None:
+        files = [f for f in files if f.stem in chapters]
+    claims: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for f in files:
+        for e in json.loads(f.read_text()):
+            if e["id"] in seen:
+                raise ValueError(f"claim id {e['id']!r} recorded twice ({f.name})")
+            seen.add(e["id"])
+            claims.append(e)
+    doc = {"profile": profile, "commit": commit, "claims": claims}
+    atomic_write_text(Path(results_dir) / profile / "claims.json", json.dumps(doc, indent=1))
+    return doc
+
+
+def load(results_dir: str | Path, profile: str) -> dict[str, Any] | None:
+    path = Path(results_dir) / profile / "claims.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def fmt(v: float | None, digits: int = 2) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def verdict_table_md(doc: dict[str, Any], link_prefix: str = "") -> str:
+    """The landing page's verdict table (markdown): claim, paper, ours (with interval and
+    seeds), verdict, link to the chapter."""
+    icon = {v: f'<span class="facnn-verdict facnn-{v.replace(" ", "-")}">{v}</span>' for v in VERDICTS}
+    lines = ["| claim | dataset | paper | ours | 95 % interval (seeds) | verdict | page |",
+             "|---|---|---|---|---|---|---|"]
+    for c in doc["claims"]:
+        ci = (f"[{fmt(c['ci95'][0])}, {fmt(c['ci95'][1])}] ({c['n_seeds']})" if c["ci95"]
+              else (f"— ({c['n_seeds']})" if c["n_seeds"] else "—"))
+        page = f"[{c['source']}]({link_prefix}{c['page']}.ipynb)"
+        statement = c["statement"].replace("|", "/")
+        lines.append(f"| {statement} | {c['dataset'] or '—'} | {fmt(c['paper'])} | "
+                     f"{fmt(c['ours'])} | {ci} | {icon[c['verdict']]} | {page} |")
+    return "\n".join(lines)

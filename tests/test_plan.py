@@ -1,0 +1,143 @@
+"""The run plan: which runs the book needs, their cost, done-ness, and commands that
+rebuild exactly their configs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import facnn.plan as P
+from facnn import preset
+from facnn.config import lr_sweep, table1_cells
+from facnn.info import count_flops
+from facnn.models import model_from_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    return P.make_plan("paper", "h200", out_dir=tmp_path_factory.mktemp("results"))
+
+
+def test_paper_plan_is_table1_and_sweep_deduplicated(paper):
+    table1 = {preset("paper", d, m, r).hash() for d in ("cifar10", "cifar100", "imagenet100")
+              for m, r in table1_cells("paper", d)}
+    sweep = {c.hash() for m in P.SWEEP_MODELS for c in lr_sweep("paper", m)}
+    hashes = [r.config_hash for r in paper.runs]
+    assert len(hashes) == len(set(hashes)) == len(table1 | sweep)
+    assert set(hashes) == table1 | sweep
+    assert {r.dataset for r in paper.runs} == {"cifar10", "cifar100", "imagenet100"}
+
+
+@pytest.mark.parametrize("profile,dataset,model", [
+    ("paper", "cifar10", "fa-pool"), ("cpu", "cifar100", "vanilla"), ("smoke", "shapes", "resnet18"),
+    ("cpu", "cifar10", "resnet50")])
+def test_meta_size_equals_info_count(profile, dataset, model):
+    cfg = preset(profile, dataset, model)
+    params, flops = P.size(cfg)
+    net = model_from_config(cfg)
+    assert params == sum(p.numel() for p in net.parameters())
+    assert flops == count_flops(net, 32)
+
+
+def test_sizes_and_images(paper):
+    by = {(r.dataset, r.model, r.recipe, r.lr): r for r in paper.runs}
+    fa = by[("cifar10", "fa-pool", "minimal", 0.8)]
+    assert fa.epochs == 300 and fa.images == 50_000 * 300
+    # N=24 3x3 convolutions of K=200 at 32, 16 and 8 px (8 layers each; the first from 3
+    # channels): 2 x multiply-adds (FlopCounterMode counts convolutions and matmuls only)
+    conv = 2 * 9 * 200 * (200 * 8 * (32 * 32 + 16 * 16 + 8 * 8) - (200 - 3) * 32 * 32)
+    assert conv <= fa.gflops_per_image * 1e9 < 1.01 * conv
+    sweep = [r for r in paper.runs if r.kind == "sweep"]
+    assert all(r.images == 1000 * 10 * 100 for r in sweep)    # subset 1000x100, 100 epochs
+    inet = by[("imagenet100", "fa-pool", "minimal", 0.8)]
+    assert inet.gflops_per_image > 100 and inet.epochs == 100
+
+
+def test_hours_follow_the_cost_model(paper):
+    table = P.throughput_table()["h200"]
+    for r in paper.runs[:3]:
+        rate = table[(r.precision, P.size_class(r.gflops_per_image))].flops_per_s
+        n_test = P.test_images(r.config) * r.epochs
+        assert r.hours == pytest.approx((3 * r.images + n_test) * r.gflops_per_image * 1e9 / rate / 3600)
+    assert paper.total_hours() == pytest.approx(sum(r.hours for r in paper.runs))
+
+
+def test_cpu_rates_come_from_the_benchmark_file():
+    path = ROOT / "results" / "benchmarks" / "cpu-2core-amd-epyc.json"
+    if not path.exists():
+        pytest.skip("no cpu benchmark file")
+    doc = json.loads(path.read_text())
+    rate = next(m["rate"]["median"] for m in doc["measurements"]
+                if m["case"] == "train paper size, eager" and m["method"] == "fa-cnn")
+    got = P.throughput_table()["cpu-2core"][("fp32", "large")]
+    assert got.flops_per_s == pytest.approx(rate * 3 * P.size(preset("paper", "cifar10", "fa-pool"))[1])
+    assert "cpu-2core-amd-epyc.json" in got.source
+
+
+def test_gpu_check_result_replaces_the_assumption(tmp_path):
+    (tmp_path / "results" / "gpu").mkdir(parents=True)
+    doc = {"machine": {"gpu": "NVIDIA H200"},
+           "parts": {"bench": {"paper_fa": {"images_per_s": 5000.0, "gflops_per_image": 7.0}}}}
+    (tmp_path / "results" / "gpu" / "h200.json").write_text(json.dumps(doc))
+    rate = P.throughput_table(tmp_path)["h200"][("bf16", "large")]
+    assert rate.flops_per_s == pytest.approx(5000 * 3 * 7e9) and "h200.json" in rate.source
+    assumed = P.throughput_table(ROOT / "nowhere")["h200"][("bf16", "large")]
+    assert "assumed" in assumed.source
+
+
+def test_done_detection_and_run_dir(tmp_path):
+    plan = P.make_plan("smoke", "cpu-2core", out_dir=tmp_path)
+    import facnn.train as T
+    first = plan.runs[0]
+    assert Path(first.run_dir) == T.run_dir(first.config)
+    assert not any(r.done for r in plan.runs)
+    Path(first.run_dir).mkdir(parents=True)
+    (Path(first.run_dir) / "summary.json").write_text(json.dumps({"wall_s": 7200}))
+    again = P.make_plan("smoke", "cpu-2core", out_dir=tmp_path)
+    assert again.runs[0].done and again.runs[0].actual_hours == pytest.approx(2.0)
+    assert len(again.missing) == len(plan.runs) - 1
+
+
+def test_commands_rebuild_the_same_config(paper):
+    from facnn.__main__ import _config
+    import argparse
+    import shlex
+    for r in paper.runs:
+        argv = shlex.split(r.command)
+        assert argv[:4] == ["python", "-m", "facnn", "train"]
+        ap = argparse.ArgumentParser()
+        for k in ("--dataset", "--model", "--profile", "--recipe"):
+            ap.add_argument(k, default=None)
+        ap.add_argument("--set", nargs="*", default=[])
+        args = ap.parse_args(argv[4:])
+        assert _config(args).hash() == r.config_hash, r.command
+
+
+def test_shell_script_lists_missing_runs(paper):
+    one = paper.shell(1)
+    assert one.startswith("#!/usr/bin/env bash") and one.count("\npython -m facnn train") == len(paper.missing)
+    four = paper.shell(4)
+    assert four.count("torchrun --nproc_per_node=4 -m facnn train") == len(paper.missing)
+
+
+def test_measure_times_real_steps():
+    cfg = preset("smoke", "shapes", "fa-pool")
+    ips = P.measure_images_per_s(cfg, "cpu", steps=1, batch=4)
+    assert ips > 0
+
+
+def test_cli_plan_json_and_errors(tmp_path, capsys):
+    from facnn.__main__ import main
+    main(["plan", "--profile", "smoke", "--json", "--device", "cpu-2core", "--out-dir", str(tmp_path)])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["profile"] == "smoke" and doc["device"] == "cpu-2core"
+    keys = {"dataset", "model", "recipe", "config_hash", "gflops_per_image", "images", "epochs",
+            "hours", "done", "command"}
+    assert doc["runs"] and all(keys <= set(run) for run in doc["runs"])
+    assert doc["total_hours"] == pytest.approx(sum(run["hours"] for run in doc["runs"]))
+    with pytest.raises(SystemExit):
+        main(["plan", "--profile", "nope"])
+    assert "invalid choice" in capsys.readouterr().err
