@@ -9,7 +9,7 @@ from .models import model_from_config
 
 
 def input_size(cfg: Config) -> int:
-    return cfg.image_size if cfg.dataset == "imagenet100" else 32
+    return cfg.image_size if cfg.dataset.startswith("imagenet") else 32
 
 
 def count_flops(model: torch.nn.Module, size: int) -> int:

@@ -313,7 +313,3 @@ def model_from_config(cfg: Config) -> Classifier:
     return build_model(cfg.model, cfg.num_classes, maps_per_class=cfg.maps_per_class,
                        depth=cfg.depth, pool_every=cfg.pool_every, width=cfg.width,
                        block=cfg.block, stem=cfg.stem, eps=cfg.eps)
-
-
-def build_preset(profile: str, dataset: str, model: str, **overrides: Any) -> Classifier:
-    return model_from_config(preset(profile, dataset, model, **overrides))

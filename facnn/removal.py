@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F_
 from torch import Tensor
@@ -414,6 +413,7 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
 
     Maps are computed once per (method, layer, seed) and reused for every order.
     """
+    import pandas as pd   # only the benchmark's tables need it; the library imports without
     check_model(model)
     _check_choice("target", target, ("label", "predicted"))
     if n_images is not None:
@@ -498,6 +498,7 @@ def _curve_rows(curve: Curve, method: str, layer, order: str, seed) -> list[dict
 
 def _tidy(df: pd.DataFrame) -> pd.DataFrame:
     """Nullable integer layer and seed (so layer 9 prints as 9 and 'no layer' as <NA>)."""
+    import pandas as pd   # only the benchmark's tables need it; the library imports without
     df = df.copy()
     for col in ("layer", "seed"):
         if col in df:
@@ -510,6 +511,7 @@ _KEYS = ["method", "layer", "order"]
 
 def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
     """Mean and spread (sample std) over seeds of each (method, layer, order, fraction)."""
+    import pandas as pd   # only the benchmark's tables need it; the library imports without
     check_columns("per_seed", per_seed, _KEYS + ["fraction", "accuracy", "n"])
     g = per_seed.groupby(_KEYS + ["fraction"], dropna=False, sort=False)
     out = g.agg(accuracy=("accuracy", "mean"), n=("n", "first"),
@@ -519,6 +521,7 @@ def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
 
 def auc_table(per_seed: pd.DataFrame) -> pd.DataFrame:
     """Area under each curve (trapezoid over fraction), mean and spread over seeds."""
+    import pandas as pd   # only the benchmark's tables need it; the library imports without
     check_columns("per_seed", per_seed, _KEYS + ["seed", "fraction", "accuracy"])
     per = (per_seed.groupby(_KEYS + ["seed"], dropna=False, sort=False)
            .apply(lambda d: trapezoid_auc(d["fraction"], d["accuracy"]), include_groups=False)
@@ -528,48 +531,3 @@ def auc_table(per_seed: pd.DataFrame) -> pd.DataFrame:
     return _tidy(out)
 
 
-def auc_pivot(result: BenchmarkResult) -> pd.DataFrame:
-    """AUC as a method x order table (rows 'fa-cnn@9' etc.), for reports."""
-    _check_result(result)
-    a = result.auc.copy()
-    a["curve"] = [m if pd.isna(layer) else f"{m}@{layer}" for m, layer in zip(a["method"], a["layer"])]
-    return a.pivot(index="curve", columns="order", values="auc").reindex(
-        a["curve"].drop_duplicates())
-
-
-# -- saving -------------------------------------------------------------------------------
-
-def save_benchmark(result: BenchmarkResult, path: str | Path, config=None) -> Path:
-    """Write ``curves.csv``, ``auc.csv``, ``timing.csv`` and ``benchmark.json`` (all of it
-    plus the model's config and the benchmark's settings) into the folder ``path``."""
-    from .fileio import atomic_write_text, git_commit, make_dir
-    _check_result(result)
-    out = make_dir(path)
-    cfg = config.to_dict() if hasattr(config, "to_dict") else (dict(config) if config else None)
-    atomic_write_text(out / "curves.csv", result.table.to_csv(index=False))
-    atomic_write_text(out / "auc.csv", result.auc.to_csv(index=False))
-    atomic_write_text(out / "timing.csv", result.timing.to_csv(index=False))
-    doc = {"config": cfg, "benchmark": result.meta, "commit": git_commit(),
-           "written": time.strftime("%Y-%m-%d %H:%M:%S"),
-           **{k: _records(getattr(result, k)) for k in ("table", "per_seed", "auc", "timing")}}
-    atomic_write_text(out / "benchmark.json", json.dumps(doc, indent=1))
-    return out
-
-
-def _check_result(result) -> None:
-    if not isinstance(result, BenchmarkResult):
-        raise TypeError(f"expected the BenchmarkResult of run_benchmark, got {type(result).__name__}")
-
-
-def _records(df: pd.DataFrame) -> list[dict]:
-    return json.loads(df.to_json(orient="records"))
-
-
-def load_benchmark(path: str | Path) -> tuple[BenchmarkResult, dict | None]:
-    """(result, config dict) from a folder written by :func:`save_benchmark`."""
-    file = Path(path) / "benchmark.json"
-    if not file.exists():
-        raise FileNotFoundError(f"{file} not found: save_benchmark(result, {str(path)!r}) writes it")
-    doc = read_json(file, "rerun the benchmark and save it again with save_benchmark")
-    frames = {k: _tidy(pd.DataFrame(doc[k])) for k in ("table", "per_seed", "auc", "timing")}
-    return BenchmarkResult(meta=doc["benchmark"], **frames), doc["config"]

@@ -20,6 +20,7 @@ import torch.nn.functional as F_
 from torch import Tensor, nn
 
 from .attribution import class_maps_layers, eval_mode, grad_cam_layers, minmax
+from .layers import max_pool_to
 from .checks import check_choice, check_float, check_images, check_layer, check_tensor, require_features
 
 
@@ -85,22 +86,12 @@ def layer_correlations(model: nn.Module, x: Tensor, classes=None, layers: Sequen
 
 # -- Theorem 2 --------------------------------------------------------------------------------
 
-def _pool_to_layer(model: nn.Module, x: Tensor, layer: int, target_layer: int) -> Tensor:
-    """Pool(X_L, T): the network's own max-pools between layers L and T, applied to X_L.
-    That is one max-pool with kernel = size ratio (layers.max_pool_to) when the sides divide;
-    pooling step by step stays exact when a pool floored an odd side (3x3 -> 1x1 keeps only
-    the first two rows, which a kernel of 3 would not)."""
-    for l in range(layer, target_layer):
-        if model.pools_after(l):
-            x = F_.max_pool2d(x, 2)
-    return x
-
-
 def _iter_rescaled(model: nn.Module, feats: list[Tensor], target_layer: int) -> Iterator[Tensor]:
     """S_0^(T) .. S_T^(T), one at a time, in float64 (so the check adds no rounding)."""
     yield torch.zeros_like(feats[target_layer - 1], dtype=torch.float64)   # S_0 = 0
     for l in range(1, target_layer + 1):
-        pooled = _pool_to_layer(model, feats[l - 1], l, target_layer)    # (B, K, h_T, w_T)
+        # Pool(X_L, T): the network's own 2x2 max-pools between layers L and T
+        pooled = max_pool_to(feats[l - 1], feats[target_layer - 1].shape[-2:])   # (B, K, h_T, w_T)
         yield (l / model.depth) * pooled.double()
 
 

@@ -36,7 +36,7 @@ from .config import Config, cli_command
 # atomic_write_bytes and StorageError are re-exported: facnn.book imports them from here
 from .fileio import (StorageError, atomic_write_bytes, atomic_write_text, git_commit,  # noqa: F401
                      make_dir, read_json, sweep_stale_temps)
-from .models import Classifier, inputs_unchecked, model_from_config
+from .models import Classifier, fast_layout, inputs_unchecked, model_from_config
 
 
 # -- plumbing -----------------------------------------------------------------------------
@@ -155,8 +155,9 @@ def _autocast(device: torch.device, bf16: bool | None = None):
 
 
 def _layout(x: torch.Tensor, channels_last: bool | None = None) -> torch.Tensor:
+    """channels_last (models.fast_layout) on CUDA by default, or when asked."""
     channels_last = x.is_cuda if channels_last is None else channels_last
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    return fast_layout(x) if channels_last else x
 
 
 def _unwrap(model: nn.Module) -> Classifier:

@@ -10,7 +10,8 @@ parametrised tests check it).
 """
 from __future__ import annotations
 
-CATEGORIES = ("CLI", "library", "files", "training")
+CATEGORIES = ("CLI", "library", "files", "training", "book")
+B = "tests/test_book.py"
 F = "tests/test_faults.py"
 
 
@@ -150,8 +151,6 @@ CASES = [
     _case("weights-corrupt", "files", "a finished run whose weights.pt is corrupt",
           "train retrains it; the old summary is kept as summary.previous.json",
           f"{F}::test_corrupt_weights_retrain"),
-    _case("benchmark-missing", "files", "load_benchmark on a folder without benchmark.json",
-          "error naming the file and save_benchmark", f"{F}::test_public_boundary[load_benchmark-missing]"),
     # -- training ------------------------------------------------------------------------------
     _case("nan-loss", "training", "a learning rate so high that the loss becomes NaN",
           "training stops with an error naming the epoch and batch; no NaN checkpoint",
@@ -172,4 +171,33 @@ CASES = [
           "the weights equal a plain reference loop's bitwise", f"{F}::test_training_matches_a_plain_loop"),
     _case("compile-on-cpu", "training", "--set compile=true on a CPU",
           "ignored with a one-line note; the run's hash does not change", f"{F}::test_compile_is_ignored_on_cpu"),
+    # -- the book ----------------------------------------------------------------------------
+    _case("cache-altered", "book", "a cached array changed behind the cache's back (valid npz, other values)",
+          "the checksum stored with the entry names the file; the entry is recomputed",
+          f"{B}::test_cache_round_trip_checksums_and_fingerprints"),
+    _case("cache-meta-damaged", "book", "a truncated meta.json in the analysis cache",
+          "named as unreadable and recomputed; never loaded with pickles",
+          f"{B}::test_cache_round_trip_checksums_and_fingerprints"),
+    _case("cache-two-writers", "book", "two processes write the same cache entry at once",
+          "each writes in its own temporary folder and publishes by rename: the entry is one writer's, whole",
+          f"{B}::test_two_writers_never_mix_an_entry"),
+    _case("cache-stale", "book", "the code of a chapter's computation is edited after its result was cached",
+          "make book lists the entry as stale; FRESH=1 recomputes just it (docstring edits do not count)",
+          f"{B}::test_a_changed_chapter_computation_marks_its_result_stale"),
+    _case("fresh-bad", "book", "FRESH=maybe", "refused: use 0, 1 or all", f"{B}::test_fresh_takes_only_known_values"),
+    _case("nb-n-images-negative", "book", "notebook parameter n_images=-5",
+          "refused before anything runs: `must be >= 1`", f"{B}::test_notebook_sizes_are_checked"),
+    _case("nb-n-images-string", "book", 'notebook parameter n_images="1000"',
+          "refused: a string, give an int without quotes", f"{B}::test_notebook_sizes_are_checked"),
+    _case("nb-unknown-parameter", "book", "a misspelt notebook parameter (dpeth=2)",
+          "the chapter stops naming the unknown parameter", f"{B}::test_bad_notebook_parameters_are_refused"),
+    _case("nb-missing-run", "book", "a chapter whose training run is not there (a fresh clone at profile paper)",
+          "the page keeps its code and shows what is missing and the command that makes it",
+          f"{B}::test_missing_notebook_keeps_code_and_glues_every_key"),
+    _case("book-mixed-profiles", "book", "python -m facnn.book --profile cpu --only 02 after a paper build",
+          "the chapters executed at paper run again at cpu, and the build says so",
+          f"{B}::test_a_build_never_mixes_profiles"),
+    _case("book-machine-paths", "book", "build the book on any machine",
+          "no absolute path of the machine and no +dirty result in any page",
+          f"{B}::test_built_book_is_clean_offline_and_answers_on_its_landing_page"),
 ]

@@ -46,7 +46,7 @@ def test_notebook_sources_are_output_free_with_one_parameters_cell_and_a_title()
                 assert "isinstance" not in "".join(c["source"]), \
                     f"{path.name}: chapters do not branch on missing results"
         names = set(P.notebook_parameters(path))
-        assert {"profile", "results_dir"} <= names, f"{path.name}: {names}"
+        assert "profile" in names, f"{path.name}: {names}"
 
 
 def test_library_imports_without_the_book_stack():
@@ -104,7 +104,7 @@ def test_table1_questions_decide_by_paired_seeds_and_write_the_verdict_file(tmp_
                   ("cifar100", "fa-linear", "minimal"): [0.30]})             # -15, one seed
     q = T1.table1_questions(runs, "cpu").set_index("id")
     pool = q.loc["table1.cifar10.pool_vs_linear"]
-    assert pool["seeds"] == 3 and pool["ours"] == pytest.approx(5.0, abs=0.01)
+    assert pool["seeds"] == 3 and pool["ours"] == pytest.approx((5 + 5.5 + 5) / 3, abs=0.01)
     assert pool["verdict"] == "fails"          # the paper: pooling costs 0.67 points
     assert q.loc["table1.cifar100.pool_vs_linear", "verdict"] == "fails"   # paper +1.71, ours -15
     assert q.loc["table1.cifar100.pool_vs_linear", "ci95"] is None
@@ -122,7 +122,7 @@ def test_table1_questions_decide_by_paired_seeds_and_write_the_verdict_file(tmp_
     assert saved == doc and doc["commit"] == "abc1234" and len(doc["claims"]) == len(entries) + 1
     assert set(doc["claims"][0]) == set(C.FIELDS)
     md = C.verdict_table_md(doc, "../notebooks/")
-    assert "❌ fails" in md and "✅ holds" in md and "(../notebooks/01_training.ipynb)" in md
+    assert 'facnn-fails">fails<' in md and 'facnn-holds">holds<' in md and "(../notebooks/01_training.ipynb)" in md
     with pytest.raises(ValueError, match="verdict"):
         C.entry("x", "s", "t", None, "m", None, None, "maybe", "p")
 
@@ -208,8 +208,8 @@ def test_missing_notebook_keeps_code_and_glues_every_key():
 
 
 @pytest.mark.parametrize("name,value,message", [
-    ("n_images", -5, "n_images=-5 is out of range"),
-    ("n_images", 0, "n_images=0 is out of range"),
+    ("n_images", -5, "n_images=-5 must be >= 1"),
+    ("n_images", 0, "n_images=0 must be >= 1"),
     ("n_images", "1000", "is a string"),
     ("n_images", 2.5, "must be an int"),
 ])
@@ -248,7 +248,7 @@ def _papermill(path: Path, out: Path, **params):
 @pytest.mark.parametrize("params, message", [
     ({"dpeth": 2}, "unknown parameter(s) dpeth"),
     ({"overrides": {"dpeth": 2}}, "unknown config key(s) dpeth"),
-    ({"n_images": -5}, "n_images=-5 is out of range"),
+    ({"n_images": -5}, "n_images=-5 must be >= 1"),
     ({"fresh": "maybe"}, "fresh='maybe'"),
 ])
 def test_bad_notebook_parameters_are_refused(tmp_path, params, message):
@@ -323,3 +323,30 @@ def test_built_book_is_clean_offline_and_answers_on_its_landing_page(smoke_book)
     nav = re.findall(r'<a class="reference internal" href="[^"]+">([^<]+)</a>',
                      intro.split('<nav class="bd-docs-nav')[1].split("</nav>")[0]) if '<nav class="bd-docs-nav' in intro else []
     assert nav and len(nav) == len(set(nav)), f"duplicate titles in the navigation: {nav}"
+
+
+def test_a_build_never_mixes_profiles(tmp_path):
+    src = [tmp_path / "src" / f"0{i}_x.ipynb" for i in (1, 2, 3)]
+    out = tmp_path / "executed"
+    out.mkdir()
+    for s, profile in zip(src, ("cpu", "paper", None)):
+        if profile:
+            (out / s.name).write_text(json.dumps({"cells": [], "metadata": {}}))
+            P.stamp_profile(out / s.name, profile)
+    assert [p.name for p in P.other_profiles(out, src, "cpu")] == ["02_x.ipynb", "03_x.ipynb"]
+
+
+def test_two_writers_never_mix_an_entry(tmp_path):
+    import threading
+    folder = tmp_path / "analysis" / "demo-abc"
+    folder.parent.mkdir(parents=True)
+
+    def write(v):
+        for _ in range(20):
+            Cc.save_entry(folder, {"a": np.full(1000, v), "b": np.full(10, v)}, {"provenance": {}})
+    threads = [threading.Thread(target=write, args=(v,)) for v in (1.0, 2.0)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    values, _ = Cc.load_entry(folder)                    # checksums agree: one writer's files
+    assert values["a"][0] == values["b"][0] and len(set(values["a"])) == 1
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]

@@ -122,13 +122,27 @@ def save_entry(folder: Path, values: Mapping[str, Any], meta: Mapping[str, Any])
         (tmp / "meta.json").write_text(json.dumps(
             {**meta, "values": scalars, "tables": tables, "arrays": sorted(arrays),
              "sha256": {n: _sha(tmp / n) for n in files}}, indent=1))
-        old = folder.with_name(f".{folder.name}.old-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
+        _publish(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(tmp: Path, folder: Path, tries: int = 100) -> None:
+    """Rename ``tmp`` to ``folder``, moving an existing ``folder`` aside first. Another
+    writer may do the same at the same moment: whoever renames last wins, and the entry is
+    always one writer's complete set of files."""
+    for _ in range(tries):
+        try:
+            tmp.rename(folder)
+            return
+        except OSError:                       # folder exists (and is not empty)
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+            try:
+                folder.rename(old)
+            except FileNotFoundError:         # another writer moved it first: try again
+                continue
+            shutil.rmtree(old, ignore_errors=True)
+    raise OSError(f"could not publish {relative(folder)}: another process keeps writing it")
 
 
 def read_meta(folder: Path) -> dict[str, Any]:

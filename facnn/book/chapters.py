@@ -441,7 +441,7 @@ def load_photo(path: str | Path, size: int = 32) -> Tensor:
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
 
 
-def default_layers(depth: int, most: int = 8) -> list[int]:
+def figure_layers(depth: int, most: int = 8) -> list[int]:
     """Layers for Figures 1/5: every layer up to ``most`` of them, else every k-th ending at N
     (the paper shows 3, 6, ..., 24)."""
     if depth <= most:
@@ -458,7 +458,7 @@ def qualitative_study(model, images: Tensor, classes: Tensor, dataset: str,
     layer's own resolution, RISE and K-OCC, and the model's top prediction."""
     x = D.normalise(images, dataset)
     classes = classes.long()
-    layers = list(layers or default_layers(model.depth))
+    layers = list(layers or figure_layers(model.depth))
     size = tuple(x.shape[-2:])
     fa = A.class_maps_layers(model, x, layers, classes)                 # [(B, 1, h_L, w_L)]
     gc = A.grad_cam_layers(model, x, layers, classes, target="score")

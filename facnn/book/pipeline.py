@@ -159,6 +159,12 @@ def stamp_profile(path: Path, profile: str) -> None:
     path.write_text(json.dumps(nb, indent=1))
 
 
+def other_profiles(executed_dir: Path, sources: list[Path], profile: str) -> list[Path]:
+    """The chapters among ``sources`` whose executed copy is missing or was executed at
+    another profile than ``profile`` (a book shows one profile: they must run again)."""
+    return [s for s in sources if executed_profile(executed_dir / s.name) != profile]
+
+
 def executed_profile(path: Path) -> str | None:
     try:
         return json.loads(path.read_text()).get("metadata", {}).get("facnn", {}).get("profile")
@@ -289,8 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     all_sources = notebook_list()
     sources = notebook_list(args.only) if not args.no_execute else []
     # one book, one profile: chapters executed at another profile run again
-    others = [s for s in all_sources if s not in sources and
-              executed_profile(executed_dir / s.name) not in (args.profile,)]
+    others = other_profiles(executed_dir, [s for s in all_sources if s not in sources], args.profile)
     if others and not args.no_execute:
         print(f"[book] re-executing {', '.join(s.stem for s in others)}: executed/ holds them at "
               f"another profile (or not at all); a book shows one profile", flush=True)
