@@ -43,7 +43,7 @@ def test_meta_size_equals_info_count(profile, dataset, model):
 
 
 def test_sizes_and_images(paper):
-    by = {(r.dataset, r.model, r.recipe, r.lr): r for r in paper.runs}
+    by = {(r.dataset, r.model, r.recipe, r.lr): r for r in paper.runs if r.kind != "sweep"}
     fa = by[("cifar10", "fa-pool", "minimal", 0.8)]
     assert fa.epochs == 300 and fa.images == 50_000 * 300
     # N=24 3x3 convolutions of K=200 at 32, 16 and 8 px (8 layers each; the first from 3

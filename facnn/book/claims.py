@@ -80,7 +80,8 @@ def entry(id: str, source: str, statement: str, dataset: str | None, metric: str
     """One claim, checked."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict {verdict!r}; choose one of {', '.join(VERDICTS)}")
-    r = lambda v: None if v is None else round(float(v), 6)  # noqa: E731
+    def r(v):
+        return None if v is None or v != v else round(float(v), 6)   # NaN (not run) -> null
     return dict(id=id, source=source, statement=statement, dataset=dataset, metric=metric,
                 paper=r(paper), ours=r(ours), ci95=None if ci95 is None else [r(v) for v in ci95],
                 n_seeds=int(n_seeds), verdict=verdict, page=page)

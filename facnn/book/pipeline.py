@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     all_sources = notebook_list()
     sources = notebook_list(args.only) if not args.no_execute else []
     # one book, one profile: chapters executed at another profile run again
-    others = other_profiles(executed_dir, [s for s in all_sources if s not in sources], args.profile)
+    others = ([] if args.no_build else   # a book is built from one profile; executing alone is fine
+              other_profiles(executed_dir, [s for s in all_sources if s not in sources], args.profile))
     if others and not args.no_execute:
         print(f"[book] re-executing {', '.join(s.stem for s in others)}: executed/ holds them at "
               f"another profile (or not at all); a book shows one profile", flush=True)

@@ -42,7 +42,8 @@ _FA3 = _CPU10[:3]
 # the one the attribution chapters (02-06) use.
 PLAN: dict[str, list[tuple[str, str, str]]] = {
     "smoke": [("shapes", m, r) for m, r in _CPU10[:4]],
-    "cpu": [("cifar10", m, r) for m, r in _CPU10] + [("cifar100", m, r) for m, r in _FA3],
+    "cpu": [("cifar10", m, r) for m, r in _CPU10] + [("cifar100", m, r) for m, r in _FA3]
+           + [("imagenet20", m, r) for m, r in _CPU10[:4]],
     "paper": [(d, m, r) for d in ("cifar10", "cifar100", "imagenet100") for m, r in _ALL],
 }
 

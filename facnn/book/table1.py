@@ -136,7 +136,9 @@ def table1_questions(runs, profile: str, reference: str = "cifar10") -> pd.DataF
                 verdict = "inconclusive"
             else:
                 verdict = C.verdict(side, ci, mean, need)
-            rows.append({"id": f"table1.{d}.{qid}", "dataset": DATASET_NAMES.get(d, d),
+            metric = (f"accuracy points, {a[0]} - {b[0]}" + (f" + {off:g} (> 0: within {off:g} point or above)"
+                                                              if off else ""))
+            rows.append({"id": f"table1.{d}.{qid}", "dataset": DATASET_NAMES.get(d, d), "metric": metric,
                          "dataset_id": d, "question": question, "claim": claim,
                          "paper": paper, "ours": None if mean is None else round(mean, 2),
                          "ci95": None if ci is None else (round(ci[0], 2), round(ci[1], 2)),
