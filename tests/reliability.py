@@ -198,6 +198,6 @@ CASES = [
           "the chapters executed at paper run again at cpu, and the build says so",
           f"{B}::test_a_build_never_mixes_profiles"),
     _case("book-machine-paths", "book", "build the book on any machine",
-          "no absolute path of the machine and no +dirty result in any page",
+          "no absolute path of the machine and no result of uncommitted code in any page",
           f"{B}::test_built_book_is_clean_offline_and_answers_on_its_landing_page"),
 ]

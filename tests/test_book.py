@@ -268,7 +268,9 @@ def smoke_results(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", [p.name for p in NOTEBOOKS])
 def test_notebook_runs_under_nbval(smoke_results, notebook):
-    env = {**os.environ, "FACNN_PROFILE": "smoke", "FACNN_RESULTS": str(smoke_results),
+    # the performance page reads the committed benchmark results; the chapters use fresh ones
+    results = ROOT / "results" if notebook.startswith("07") else smoke_results
+    env = {**os.environ, "FACNN_PROFILE": "smoke", "FACNN_RESULTS": str(results),
            "FACNN_OVERRIDES": json.dumps(FAST)}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
@@ -300,7 +302,8 @@ def test_claim_pages_number_and_caption_every_figure(smoke_book, page):
     figures = re.findall(r"<figure[^>]*>(.*?)</figure>", html, re.S)
     assert len(figures) >= FIGURES[page], f"{page}: {len(figures)} figures"
     for f in figures:
-        assert "<figcaption" in f and re.search(r'alt="[^"]{10,}"', f), f[:300]
+        assert "<figcaption" in f, f[:300]
+        assert "<img" not in f or re.search(r'alt="[^"]{10,}"', f), f"{page}: an image without alt text"
     for bad in ("missing glue", "unknown glue", "not found in doc", "facnn-missing",
                 "No allowed mime type", "<IPython.core.display", "Traceback"):
         assert bad not in html, f"{page} shows {bad!r}"
