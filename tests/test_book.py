@@ -128,7 +128,13 @@ def test_table1_questions_decide_by_paired_seeds_and_write_the_verdict_file(tmp_
         C.entry("x", "s", "t", None, "m", None, None, "maybe", "p")
 
 
-def test_cache_round_trip_checksums_and_fingerprints(tmp_path):
+@pytest.fixture
+def clean_commit(monkeypatch):
+    """Entries stamped with a clean commit (the suite may run on uncommitted code)."""
+    monkeypatch.setattr(Cc, "git_commit", lambda: "abc1234")
+
+
+def test_cache_round_trip_checksums_and_fingerprints(tmp_path, clean_commit):
     calls = []
 
     def compute():
@@ -157,7 +163,18 @@ def test_cache_round_trip_checksums_and_fingerprints(tmp_path):
     assert not list(folder.parent.glob(".*")), "no temporary folder is left behind"
 
 
-def test_a_changed_chapter_computation_marks_its_result_stale(tmp_path, monkeypatch):
+def test_a_result_of_uncommitted_code_is_stale(tmp_path, monkeypatch):
+    monkeypatch.setattr(Cc, "git_commit", lambda: "abc1234+dirty")
+    Cc.Cache("smoke", tmp_path).get("d", {}, lambda: {"x": 1}, {}, ["facnn.layers"])
+    assert [w for _, w in Cc.stale_entries(tmp_path / "smoke" / "analysis")] == \
+        ["it was computed on uncommitted code (+dirty)"]
+    monkeypatch.setattr(Cc, "git_commit", lambda: "abc1234")
+    again = Cc.Cache("smoke", tmp_path, fresh="1")
+    again.get("d", {}, lambda: {"x": 1}, {}, ["facnn.layers"])
+    assert Cc.stale_entries(tmp_path / "smoke" / "analysis") == []
+
+
+def test_a_changed_chapter_computation_marks_its_result_stale(tmp_path, monkeypatch, clean_commit):
     mod = tmp_path / "chapter_mod.py"
     mod.write_text("def study(n):\n    '''doc'''\n    return {'x': n}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -354,3 +371,16 @@ def test_two_writers_never_mix_an_entry(tmp_path):
     values, _ = Cc.load_entry(folder)                    # checksums agree: one writer's files
     assert values["a"][0] == values["b"][0] and len(set(values["a"])) == 1
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_an_expensive_result_is_never_computed_by_a_plain_build(tmp_path, clean_commit):
+    calls = []
+    compute = lambda: calls.append(1) or {"x": 1}              # noqa: E731
+    with pytest.raises(MissingResult) as m:
+        Cc.Cache("cpu", tmp_path).get("removal", {}, compute, {}, ["facnn.layers"], expensive=True)
+    assert not calls and m.value.commands == ["make book PROFILE=cpu FRESH=1"]
+    Cc.Cache("cpu", tmp_path, fresh="1").get("removal", {}, compute, {}, ["facnn.layers"], expensive=True)
+    values, _ = Cc.Cache("cpu", tmp_path).get("removal", {}, compute, {}, ["facnn.layers"], expensive=True)
+    assert calls == [1] and values == {"x": 1}
+    Cc.Cache("smoke", tmp_path).get("removal", {}, compute, {}, ["facnn.layers"], expensive=True)
+    assert calls == [1, 1]                                        # smoke computes what it lacks

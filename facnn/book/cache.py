@@ -11,7 +11,8 @@ The fingerprint records *how*: a hash of the source of the code that computed it
 and functions, docstrings and comments stripped). An entry whose fingerprint differs from
 the current code's is **stale**: it is still shown (it is what the book was built from) but
 ``make book`` lists it, and ``FRESH=1`` recomputes just the stale and the damaged entries
-(``FRESH=all`` everything). A damaged entry (unreadable file, checksum mismatch) is named and
+(``FRESH=all`` everything). An entry computed on uncommitted code (provenance "+dirty") is
+stale too: the book never shows a result no commit can reproduce. A damaged entry (unreadable file, checksum mismatch) is named and
 recomputed. Each writer builds its entry in a private temporary folder and publishes it by
 rename, so two writers never mix files.
 """
@@ -221,12 +222,15 @@ class Cache:
         return self.root / f"{name}-{key_hash({'params': plain(dict(params)), 'runs': dict(runs)})}"
 
     def get(self, name: str, params: Mapping[str, Any], compute: Callable[[], Mapping[str, Any]],
-            runs: Mapping[str, str], code: Sequence[Code]) -> tuple[dict[str, Any], Provenance]:
+            runs: Mapping[str, str], code: Sequence[Code], expensive: bool = False
+            ) -> tuple[dict[str, Any], Provenance]:
         """``compute()``'s values and their provenance, from the cache when present.
 
         ``runs`` maps a label to the identity of each training run used (config hash and
         finish time); ``code`` lists the modules and functions whose source the result
-        depends on. Raises MissingResult when compute() does (nothing is stored)."""
+        depends on. Raises MissingResult when compute() does (nothing is stored), and for an
+        ``expensive`` result that is not cached at profile cpu or paper unless ``fresh`` asks
+        for it: like training, ``make book`` never starts an hour of work on its own."""
         folder, fp = self.folder(name, params, runs), fingerprint(code)
         if (folder / "meta.json").exists() and self.fresh != "all":
             try:
@@ -235,13 +239,19 @@ class Cache:
                 self.notes.append(f"recomputed {folder.name}: {e}")
                 warnings.warn(f"{e}; recomputing it", stacklevel=2)
             else:
-                stale = meta.get("fingerprint") != fp
+                dirty = str(meta.get("provenance", {}).get("commit", "")).endswith("+dirty")
+                stale = meta.get("fingerprint") != fp or dirty
                 if not (stale and self.fresh == "stale"):
                     if stale:
-                        self.notes.append(f"{folder.name} is stale: the code that computed it "
-                                          f"has changed (FRESH=1 recomputes it)")
+                        self.notes.append(f"{folder.name} is stale: " + (
+                            "it was computed on uncommitted code" if dirty else
+                            "the code that computed it has changed") + " (FRESH=1 recomputes it)")
                     self.compute_s[folder.name] = meta.get("compute_s")
                     return values, Provenance(**meta["provenance"])
+        if expensive and not self.fresh and self.profile != "smoke":
+            raise MissingResult(f"the cached result '{name}' at profile {self.profile}",
+                                [f"make book PROFILE={self.profile} FRESH=1"],
+                                "it is not in results/, and computing it takes long")
         t0 = time.perf_counter()
         values = dict(compute())
         seconds = self.compute_s[folder.name] = time.perf_counter() - t0
@@ -271,6 +281,8 @@ def stale_entries(root: Path) -> list[tuple[str, str]]:
                 out.append((folder.name, "computed before code fingerprints were kept"))
             elif meta.get("fingerprint") != fingerprint(code):
                 out.append((folder.name, "the code that computed it has changed"))
+            elif str(meta.get("provenance", {}).get("commit", "")).endswith("+dirty"):
+                out.append((folder.name, "it was computed on uncommitted code (+dirty)"))
         except DamagedEntry as e:
             out.append((folder.name, str(e)))
         except (ImportError, AttributeError, OSError, TypeError) as e:

@@ -54,11 +54,13 @@ class Chapter:
         return check_int(name or key, value, lo)
 
     def computed(self, name: str, params: dict[str, Any], compute, models: Sequence[str] = ("fa-pool",),
-                 code: Sequence[Code] = (), trained: bool = True) -> tuple[dict[str, Any], Provenance]:
+                 code: Sequence[Code] = (), trained: bool = True, expensive: bool = False
+                 ) -> tuple[dict[str, Any], Provenance]:
         """``compute()``'s values from the cache (computed and stored when absent), keyed by
-        ``params`` and the runs of ``models`` ("model" or "model/recipe")."""
+        ``params`` and the runs of ``models`` ("model" or "model/recipe"). An ``expensive``
+        result is computed only at the smoke profile or with FRESH (see Cache.get)."""
         ids = {m: self.runs.run_id(*m.split("/"), trained=trained) for m in models}
-        return self.cache.get(name, params, compute, ids, code)
+        return self.cache.get(name, params, compute, ids, code, expensive)
 
     def claim(self, id: str, statement: str, metric: str, paper, ours, verdict: str,
               source: str, dataset: str | None = None, ci95=None, n_seeds: int = 1) -> dict:
