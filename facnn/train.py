@@ -391,7 +391,9 @@ class _deferred_interrupt:
     def _handler(self, signum, frame):
         import signal
         self.at["stop"] = True
-        signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
+        # the second press stops at once: a process started with SIGINT ignored (a
+        # background job) or at its default has no Python handler to hand back to
+        signal.signal(signal.SIGINT, self.previous if callable(self.previous) else signal.default_int_handler)
         print("\nstopping after this batch (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):

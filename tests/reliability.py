@@ -184,7 +184,7 @@ CASES = [
     _case("cache-stale", "book", "the code of a chapter's computation is edited after its result was cached",
           "make book lists the entry as stale; FRESH=1 recomputes just it (docstring edits do not count)",
           f"{B}::test_a_changed_chapter_computation_marks_its_result_stale"),
-    _case("cache-dirty", "book", "a cached result computed on uncommitted code (+dirty provenance)",
+    _case("cache-dirty", "book", "a cached result computed on uncommitted code (a dirty commit in its provenance)",
           "listed as stale by make book; FRESH=1 recomputes it on the commit",
           f"{B}::test_a_result_of_uncommitted_code_is_stale"),
     _case("expensive-uncached", "book", "make book on a clone whose results lack an hour-long chapter result",
