@@ -132,7 +132,7 @@ def load_config_data(cfg) -> tuple[ArrayDataset, ArrayDataset]:
                 load("shapes", "test", n=cfg.shapes_test, seed=cfg.seed))
     if cfg.dataset in IMAGENET_SUBSETS:
         return tuple(load_folder(cfg.dataset, split, cfg.data_root, cfg.image_size,
-                                 cfg.classes_file, cfg.seed) for split in ("train", "test"))
+                                 cfg.classes_file, CLASS_CHOICE_SEED) for split in ("train", "test"))
     return (load(cfg.dataset, "train", cfg.data_root, cfg.subset, cfg.download),
             load(cfg.dataset, "test", cfg.data_root, cfg.subset, cfg.download))
 
@@ -330,6 +330,11 @@ def class_table(root: str | Path) -> list[dict]:
     else:
         rows = [{"wnid": w, "imagenet_index": i, "name": n} for w, i, n in IMAGENET20]
     return sorted(rows, key=lambda r: r["wnid"])
+
+
+# ImageNet-100's class choice is one seeded draw for every run: a run's own seed changes its
+# initialisation and data order, never its classes (paired seeds compare the same task).
+CLASS_CHOICE_SEED = 0
 
 
 def class_list(name: str, root: str | Path, classes_file: str | Path | None = None,

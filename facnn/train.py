@@ -194,7 +194,7 @@ def _imagenet_loaders(cfg: Config, device: torch.device, rank: int, world: int):
     """An ImageNet subset through a DataLoader with ``cfg.num_workers`` workers (0: in this
     process); order and augmentation fixed by (seed, epoch), so resume is exact."""
     root = D.imagenet_root(cfg.dataset, cfg.data_root)
-    wnids = D.class_list(cfg.dataset, root, cfg.classes_file, cfg.seed)
+    wnids = D.class_list(cfg.dataset, root, cfg.classes_file, D.CLASS_CHOICE_SEED)
     tr, va = (D.FolderDataset(cfg.dataset, root, split, wnids, cfg.image_size) for split in ("train", "val"))
     common = dict(num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
     return (D.FolderLoader(tr, max(1, cfg.batch_size // world), True, cfg.seed, rank, world,

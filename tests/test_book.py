@@ -17,6 +17,7 @@ import pytest
 from facnn.book import cache as Cc, claims as C, pipeline as P, table1 as T1
 from facnn.book.provenance import MissingResult
 from facnn.book.runs import Runs
+from facnn import config as F
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -211,6 +212,23 @@ def test_a_missing_run_raises_with_the_command(tmp_path):
     assert runs.summary_of(runs.config("fa-pool")) is None
     with pytest.raises(ValueError, match="unknown config key"):
         Runs("smoke", overrides={"dpeth": 8}, results_dir=tmp_path)
+
+
+@pytest.mark.parametrize("dataset, seed, precision", [("cifar10", 0, "bf16"), ("cifar10", 1, "fp32"),
+                                                      ("cifar10", 2, "fp32"), ("cifar100", 0, "bf16"),
+                                                      ("imagenet20", 1, "fp32")])
+def test_a_seeds_config_changes_reach_its_run_and_command(tmp_path, dataset, seed, precision):
+    runs = Runs("cpu", results_dir=tmp_path)
+    cfg = runs.config("fa-pool", dataset=dataset, seed=seed)
+    assert cfg.precision == precision
+    assert runs.by_seed([(dataset, "fa-pool", "minimal")])[(dataset, "fa-pool", "minimal")].keys() == set(runs.seeds(dataset))
+    with pytest.raises(MissingResult) as m:
+        runs.summary("fa-pool", dataset=dataset, seed=seed)
+    # the command the page prints trains exactly this run (same hash)
+    sets = m.value.commands[0].partition("--set ")[2].split()
+    assert F.preset("cpu", dataset, "fa-pool", **dict(a.split("=", 1) for a in sets)).hash() == cfg.hash()
+    assert Runs("cpu", results_dir=tmp_path, overrides={"precision": "fp32"}).config(
+        "fa-pool", seed=0).precision == "fp32"   # a reader's override beats the seed's
 
 
 def test_missing_notebook_keeps_code_and_glues_every_key():

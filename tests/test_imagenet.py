@@ -121,6 +121,15 @@ def test_imagenet100_class_choice_is_seeded(tmp_path):
         D.class_list("imagenet100", tmp_path / "nowhere")
 
 
+def test_a_runs_seed_never_changes_its_imagenet100_classes(tmp_path):
+    write_tree(tmp_path, wnids=[f"n{i:08d}" for i in range(120)], n_train=1, n_val=1)
+    cfg = lambda seed: preset("smoke", "imagenet100", "fa-pool", data_root=str(tmp_path), image_size=16, seed=seed)
+    first = D.class_list("imagenet100", tmp_path, seed=D.CLASS_CHOICE_SEED)
+    for seed in (0, 1, 2):
+        assert [ds.wnids for ds in D.load_config_data(cfg(seed))] == [first, first]
+        assert T._imagenet_loaders(cfg(seed), torch.device("cpu"), 0, 1)[0].dataset.wnids == first
+
+
 def test_both_paths_serve_the_same_classes_and_eval_pixels(tree):
     cached = D.load_folder("imagenet20", "test", tree, 16)
     assert cached.wnids == WNIDS and cached.classes[9] == "crate" and cached.imagenet_index[9] == 519
@@ -250,3 +259,12 @@ def test_real_imagenet20_through_both_paths(imagenet20):
     loader = D.FolderLoader(D.FolderDataset("imagenet20", imagenet20, "train", wnids, 224), 8, True)
     x, y = next(iter(loader))
     assert x.shape == (8, 3, 224, 224) and x.dtype == torch.float32 and y.max() < 20
+
+
+@pytest.mark.realdata
+def test_the_books_imagenet20_test_set_is_the_val_folder_at_the_training_size(imagenet20, tmp_path):
+    from facnn.book.runs import Runs
+    runs = Runs("cpu", "imagenet20", results_dir=tmp_path, data_root=imagenet20.parent)
+    test = runs.test_set()
+    assert test.images.shape == (2_000, 3, runs.config("fa-pool").image_size, 84)
+    assert test.classes[9] == "crate" and test.classes[5] == "ashcan"

@@ -32,6 +32,13 @@ SEEDS: dict[str, dict[str, tuple[int, ...]]] = {
     "cpu": {"cifar10": (0, 1, 2), "cifar100": (0,), "imagenet20": (0, 1, 2)},
     "paper": {"cifar10": (0,), "cifar100": (0,), "imagenet100": (0,)},
 }
+# Config changes of individual seeds. At profile cpu, CIFAR-10's seed 0 runs were trained in
+# bf16 on CPUs with native bf16 (AVX512-BF16); seeds 1 and 2 were trained in fp32 on a CPU
+# without it, where bf16 is emulated and 6-8x slower. Every model of one seed shares its
+# precision, so each paired difference of Table 1 compares runs of one precision.
+SEED_OVERRIDES: dict[str, dict[str, dict[int, dict[str, Any]]]] = {
+    "cpu": {"cifar10": {1: {"precision": "fp32"}, 2: {"precision": "fp32"}}},
+}
 SWEEP_MODELS = ("fa-pool", "fa-linear", "vanilla", "resnet18")
 
 _ALL = _cells("paper", "cifar10")   # Table 1's rows: (model, recipe), the paper's order
@@ -124,10 +131,13 @@ class Runs:
     # -- configs and runs --------------------------------------------------------------------
     def config(self, model: str, recipe: str = "minimal", dataset: str | None = None,
                **extra: Any) -> Config:
-        """The config of a Table 1 cell at this profile (``extra``: e.g. seed=1)."""
-        return preset(self.profile, dataset or self.dataset, model, recipe,
+        """The config of a Table 1 cell at this profile (``extra``: e.g. seed=1; a seed brings
+        its SEED_OVERRIDES)."""
+        dataset = dataset or self.dataset
+        per_seed = SEED_OVERRIDES.get(self.profile, {}).get(dataset, {}).get(extra.get("seed", 0), {})
+        return preset(self.profile, dataset, model, recipe,
                       out_dir=str(self.results_dir), data_root=str(self.data_root),
-                      progress=False, **{**self.overrides, **extra})
+                      progress=False, **{**per_seed, **self.overrides, **extra})
 
     def plan(self, datasets: Sequence[str] | None = None,
              models: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
@@ -336,4 +346,7 @@ class Runs:
         if cfg.dataset == "shapes":
             return D.load("shapes", "test", n=cfg.shapes_test, seed=cfg.seed)
         self.ensure_data(cfg.dataset)
-        return D.load(cfg.dataset, "test", str(self.data_root), cfg.subset)
+        # ImageNet subsets: the val folder at the size the run trained on (its eval transform)
+        return D.load(cfg.dataset, "test", str(self.data_root), cfg.subset,
+                      image_size=cfg.image_size, classes_file=cfg.classes_file,
+                      seed=D.CLASS_CHOICE_SEED)
