@@ -538,3 +538,37 @@ def morph_strip(image, maps, title: str | None = None):
         fig.suptitle(title)
     fig.tight_layout(pad=0.3)
     return fig
+
+
+def morph_strips(image, strips):
+    """One image and the class maps of several classes through depth: a row per class
+    (its name on the left, the image above the first), each map at its layer's own
+    resolution and colour scale.
+
+    image: uint8 (3, H, W); strips: {class name: N maps (h_L, w_L)}, the same N each."""
+    names = list(strips)
+    if not names or len({len(v) for v in strips.values()}) != 1:
+        raise ValueError("strips must map at least one class name to the same number of maps")
+    n = len(strips[names[0]]) + 1
+    width = min(MAX_WIDTH, 0.75 * n + 0.3)
+    fig, axes = plt.subplots(len(names), n, figsize=(width, len(names) * (width / n) + 0.5),
+                             squeeze=False)
+    for r, name in enumerate(names):
+        row = axes[r]
+        if r == 0:
+            row[0].imshow(_rgb(image))
+            row[0].set_title("image")
+        else:
+            row[0].axis("off")
+        row[1].set_ylabel(_wrap(name, 1.0), fontsize=SMALL)
+        for i, m in enumerate(strips[name], 1):
+            m = np.asarray(m.detach().float() if hasattr(m, "detach") else m, float)
+            row[i].imshow(m, cmap="jet", interpolation="nearest")
+            if r == 0:
+                row[i].set_title(f"L{i}")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout(pad=0.3)
+    return fig
+

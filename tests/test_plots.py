@@ -119,6 +119,9 @@ FIGURES = {   # name -> a call drawing it from made-up inputs
                                  r=RNG.random(4)),
     "seed_effects": lambda: plots.seed_effects(_effects()),
     "explorer_view": lambda: plots.explorer_view(_explore(), NAMES),
+    "morph_strip": lambda: plots.morph_strip(_images(1)[0], list(_maps(9, 8, 8)), "class 'bird'"),
+    "morph_strips": lambda: plots.morph_strips(_images(1)[0], {"crate": list(_maps(9, 8, 8)),
+                                                                "cocktail shaker": list(_maps(9, 8, 8))}),
 }
 
 BOOK_STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11,
@@ -166,6 +169,13 @@ def test_long_titles_are_wrapped_inside_the_figure():
 def test_lr_sweeps_checks_its_inputs():
     with pytest.raises(ValueError, match="1 to 4"):
         plots.lr_sweeps({str(i): _sweep() for i in range(5)})
+
+
+def test_morph_strips_checks_its_inputs():
+    with pytest.raises(ValueError, match="same number of maps"):
+        plots.morph_strips(_images(1)[0], {"a": list(_maps(3, 8, 8)), "b": list(_maps(2, 8, 8))})
+    with pytest.raises(ValueError, match="at least one class"):
+        plots.morph_strips(_images(1)[0], {})
 
 
 def test_pairs_checks_its_inputs():

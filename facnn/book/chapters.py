@@ -483,6 +483,15 @@ def _distinct(labels: Tensor, n: int, seed: int = 0) -> Tensor:
     return torch.tensor(sorted(out))
 
 
+def first_of_class(test: D.ArrayDataset, class_name: str, seed: int = 0) -> int:
+    """A test image of class ``class_name``, drawn with ``seed``."""
+    if class_name not in test.classes:
+        raise ValueError(f"{class_name!r} is not a class of {test.name}; its classes: "
+                         f"{', '.join(test.classes)}")
+    idx = torch.nonzero(test.labels == list(test.classes).index(class_name))[:, 0]
+    return int(idx[torch.randint(len(idx), (1,), generator=torch.Generator().manual_seed(seed))])
+
+
 def distinct_classes(test: D.ArrayDataset, n: int, seed: int = 0) -> Tensor:
     """Indices of ``n`` test images of distinct classes (seeded)."""
     return _distinct(test.labels, n, seed)
@@ -495,14 +504,48 @@ def qualitative_test(model, test: D.ArrayDataset, n: int, seed: int = 0, **kw) -
     return dict(v, indices=idx.numpy(), class_names=list(test.classes))
 
 
-def qualitative_photo(model, path: str | Path, class_name: str, class_names: Sequence[str],
+def qualitative_photo(model, path: str | Path, class_name: str | None, class_names: Sequence[str],
                       dataset: str, size: int = 32, **kw) -> dict[str, Any]:
     """Figures 1/5 on a photo (e.g. the white stork), resized to the model's input and
-    scored with the class ``class_name`` of the model's dataset (e.g. CIFAR-10 "bird")."""
+    scored with the class ``class_name`` of the model's dataset (e.g. CIFAR-10 "bird"; None:
+    the model's top class for the photo)."""
     img = load_photo(path, size)
-    c = list(class_names).index(class_name)
+    if class_name is None:
+        c = int(predict(model, D.normalise(img[None], dataset))[0][0])
+    else:
+        c = list(class_names).index(class_name)
     v = qualitative_study(model, img[None], torch.tensor([c]), dataset, **kw)
     return dict(v, class_names=list(class_names), photo=Path(path).name)
+
+
+def runner_up_image(model, test: D.ArrayDataset, first: str, second: str) -> int:
+    """The test image of class ``first`` to which the model gives the highest probability of
+    class ``second`` (the paper's Figure 5: a crate whose scene pulls toward "ashcan")."""
+    a, b = list(test.classes).index(first), list(test.classes).index(second)
+    idx = torch.nonzero(test.labels == a)[:, 0]
+    with torch.no_grad():
+        p = model.probabilities(test.normalised(idx)).float()[:, b]
+    return int(idx[int(p.argmax())])
+
+
+def qualitative_classes(model, test: D.ArrayDataset, index: int, class_names: Sequence[str],
+                        **kw) -> dict[str, Any]:
+    """Figures 1/5 for one test image with the maps of several classes (one row pair per
+    class), e.g. Figure 5's crate image with "crate" and "ashcan"."""
+    cs = torch.tensor([list(test.classes).index(c) for c in class_names])
+    imgs = test.images[index][None].expand(len(cs), -1, -1, -1).contiguous()
+    v = qualitative_study(model, imgs, cs, test.name, **kw)
+    with torch.no_grad():
+        probs = model.probabilities(test.normalised(slice(index, index + 1))).float()[0]
+    return dict(v, class_names=list(test.classes), index=index, label=int(test.labels[index]),
+                probs=_np(probs))
+
+
+def class_map_agreement(v: dict[str, Any]) -> np.ndarray:
+    """For a qualitative_classes dict of two classes: per layer, the Pearson correlation
+    between the two classes' FA-CNN maps (low: the classes look at different regions)."""
+    fa = torch.as_tensor(v["fa"])                               # (2, nL, H, W)
+    return _np(T.pearson(fa[0], fa[1]))
 
 
 def correlation_table(v: dict[str, Any], labels: Sequence[str]) -> pd.DataFrame:
@@ -570,6 +613,12 @@ def layer_correlation_study(model, test: D.ArrayDataset, n_images: int, seed: in
 
 
 HIGH_CORRELATION = 0.7   # "high" (the paper's "strong similarity") made measurable: r >= 0.7
+
+
+def last_layer_verdict(row: pd.Series, equal: float = 0.999) -> str:
+    """Theorem 1 read off Figures 1/5: the last layer's class map equals Grad-CAM when the
+    95 % interval of its mean correlation lies above ``equal`` (holds), below (fails)."""
+    return "holds" if row["ci_lo"] > equal else ("fails" if row["ci_hi"] < equal else "inconclusive")
 
 
 def middle_layer_verdict(stats: pd.DataFrame, depth: int) -> tuple[int, str]:

@@ -40,6 +40,8 @@ SEED_OVERRIDES: dict[str, dict[str, dict[int, dict[str, Any]]]] = {
     "cpu": {"cifar10": {1: {"precision": "fp32"}, 2: {"precision": "fp32"}}},
 }
 SWEEP_MODELS = ("fa-pool", "fa-linear", "vanilla", "resnet18")
+# The ImageNet subset of each profile's ImageNet chapter (the paper's photos are ImageNet's)
+IMAGENET = {"smoke": "imagenet20", "cpu": "imagenet20", "paper": "imagenet100"}
 
 _ALL = _cells("paper", "cifar10")   # Table 1's rows: (model, recipe), the paper's order
 _CPU10 = [("fa-pool", "minimal"), ("fa-linear", "minimal"), ("vanilla", "minimal"),

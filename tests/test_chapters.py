@@ -1,0 +1,64 @@
+"""The chapters' helpers for ImageNet photos (Figures 1/5): which image, which classes, and
+what the verdicts read off the numbers."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from facnn import data as D
+from facnn.book import chapters as X
+from facnn.models import build_model
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    test = D.make_shapes(60, seed=1)
+    model = build_model("fa-pool", test.num_classes, maps_per_class=2, depth=4, pool_every=2).eval()
+    return model, test
+
+
+def test_runner_up_image_is_the_first_class_image_with_most_second_class(setup):
+    model, test = setup
+    first, second = test.classes[0], test.classes[1]
+    i = X.runner_up_image(model, test, first, second)
+    assert int(test.labels[i]) == 0
+    with torch.no_grad():
+        p = model.probabilities(test.normalised(slice(None))).float()[:, 1]
+    others = torch.nonzero(test.labels == 0)[:, 0]
+    assert float(p[i]) == pytest.approx(float(p[others].max()))
+
+
+def test_qualitative_classes_draws_one_row_pair_per_class(setup):
+    model, test = setup
+    v = X.qualitative_classes(model, test, 3, test.classes[:2], layers=[1, 4], rise_masks=8, kocc_window=8)
+    assert v["fa"].shape[:2] == (2, 2) and v["classes"].tolist() == [0, 1]
+    assert (v["images"][0] == v["images"][1]).all() and v["probs"].sum() == pytest.approx(1, abs=1e-5)
+    agree = X.class_map_agreement(v)
+    assert agree.shape == (2,) and np.all(np.abs(agree[~np.isnan(agree)]) <= 1 + 1e-9)
+    same = dict(v, fa=np.stack([v["fa"][0], v["fa"][0]]))
+    assert X.class_map_agreement(same)[-1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_first_of_class_draws_an_image_of_that_class(setup, seed):
+    _, test = setup
+    assert int(test.labels[X.first_of_class(test, test.classes[2], seed)]) == 2
+
+
+def test_an_unknown_class_is_named_with_the_choices(setup):
+    _, test = setup
+    with pytest.raises(ValueError, match="'stork' is not a class of shapes; its classes:"):
+        X.first_of_class(test, "stork")
+
+
+@pytest.mark.parametrize("lo, hi, verdict", [(0.9995, 1.0, "holds"), (0.99, 0.998, "fails"),
+                                             (0.998, 1.0, "inconclusive")])
+def test_last_layer_verdict(lo, hi, verdict):
+    assert X.last_layer_verdict(pd.Series({"ci_lo": lo, "ci_hi": hi})) == verdict
+
+
+@pytest.mark.parametrize("lo, hi, verdict", [(0.75, 0.8, "holds"), (0.3, 0.5, "fails"), (0.6, 0.8, "inconclusive")])
+def test_middle_layer_verdict(lo, hi, verdict):
+    stats = pd.DataFrame([dict(layer=L, ci_lo=lo, ci_hi=hi) for L in range(1, 10)])
+    assert X.middle_layer_verdict(stats, 9) == (5, verdict)
