@@ -1,6 +1,8 @@
 """Model summaries: layers, channels, parameters and FLOPs per image."""
 from __future__ import annotations
 
+import re
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -37,3 +39,17 @@ def describe(cfg: Config) -> str:
     lines.append(f"parameters: {params:,}")
     lines.append(f"FLOPs per image ({size}x{size}): {count_flops(model, size):,}")
     return "\n".join(lines)
+
+
+# Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, FLOP/s. The SXM
+# parts; a PCIe card of the same name is slower, so the fraction is then a lower bound.
+BF16_PEAK = {"H200": 989e12, "H100": 989e12, "GH200": 989e12, "B200": 2250e12,
+             "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 70e12, "A10": 125e12}
+
+
+def bf16_peak(device_name: str) -> float | None:
+    """The dense bf16 peak of a GPU named like torch.cuda.get_device_name(), or None."""
+    for key in sorted(BF16_PEAK, key=len, reverse=True):      # "A10G" before "A10"
+        if re.search(rf"\b{key}\b", device_name, re.I):
+            return BF16_PEAK[key]
+    return None

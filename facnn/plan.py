@@ -57,9 +57,8 @@ TEST_SIZE = {"cifar10": 10_000, "cifar100": 10_000, "imagenet100": 5_000, "image
 DEVICE_KINDS = ("cpu-2core", "h200")
 SMALL_GFLOP = 1.0    # forward GFLOPs per image below which a model is "small" (launch/overhead bound)
 
-# Dense bf16 tensor-core peak of an H200 (SXM), FLOP/s: the vendor's datasheet, as in
-# facnn/book/bench.py's BF16_PEAK (copied, not imported: that module pulls pandas).
-H200_BF16_PEAK = 989e12
+# Dense bf16 tensor-core peak of an H200 (SXM), FLOP/s: the vendor's datasheet
+H200_BF16_PEAK = info.BF16_PEAK["H200"]
 # Assumptions for the H200 until results/gpu/*.json holds a measurement (make gpu-check):
 # the fraction of the bf16 peak a training step sustains. Large convnets (>= 1 GFLOP per
 # image, batch 100, channels_last) reach roughly a third of peak in cuDNN; small ones at

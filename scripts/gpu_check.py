@@ -47,17 +47,10 @@ BOX_S = {"data": 60, "cuda_tests": 120, "bench": 100, "train": 330}
 DRY_BOX_S = {"data": 60, "cuda_tests": 90, "bench": 60, "train": 60}
 TRAIN_MARGIN_S = 45        # start-up, data loading and the last evaluation inside the train box
 
-# Dense bf16 tensor-core peaks, FLOP/s (vendors' datasheets, SXM parts), copied from
-# facnn/book/bench.py's BF16_PEAK: importing it would pull pandas.
-BF16_PEAK = {"H200": 989e12, "H100": 989e12, "GH200": 989e12, "B200": 2250e12,
-             "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 70e12, "A10": 125e12}
-
-
 def bf16_peak(device_name: str) -> float | None:
-    for key in sorted(BF16_PEAK, key=len, reverse=True):      # "A10G" before "A10"
-        if re.search(rf"\b{key}\b", device_name, re.I):
-            return BF16_PEAK[key]
-    return None
+    """facnn.info.bf16_peak, imported late: the script starts (and reports) without torch."""
+    from facnn.info import bf16_peak as peak
+    return peak(device_name)
 
 
 def have(module: str) -> bool:

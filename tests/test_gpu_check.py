@@ -68,16 +68,10 @@ def test_validate_catches(dry_run, breakage, expect):
     assert any(expect in p for p in _module().validate(doc))
 
 
-def test_peak_lookup_matches_book_table():
-    """The script's copy of the bf16 peaks equals facnn/book/bench.py's table."""
-    import ast
-    import re
-    mod = _module()
-    assert mod.bf16_peak("NVIDIA H200") == 989e12 and mod.bf16_peak("NVIDIA A10G") == 70e12
-    assert mod.bf16_peak("Quadro K600") is None
-    book = next((p for p in (ROOT / "facnn" / "book" / "bench.py", ROOT / "facnn" / "bench.py")
-                 if p.exists()), None)
-    if book is None:
-        pytest.skip("facnn's bench module is not in this checkout")
-    table = re.search(r"BF16_PEAK = (\{.*?\})", book.read_text(), re.S).group(1)
-    assert ast.literal_eval(table) == mod.BF16_PEAK
+@pytest.mark.parametrize("name, peak", [("NVIDIA H200", 989e12), ("NVIDIA A10G", 70e12),
+                                        ("NVIDIA A10", 125e12), ("Quadro K600", None)])
+def test_peak_lookup_is_the_librarys(name, peak):
+    """One table of bf16 peaks (facnn.info) serves the script, the benchmarks and the plan."""
+    from facnn import info
+    from facnn.book import bench
+    assert _module().bf16_peak(name) == info.bf16_peak(name) == bench.bf16_peak(name) == peak

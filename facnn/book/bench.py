@@ -24,18 +24,7 @@ BENCH_DIR = Path("results") / "benchmarks"
 RERUN = "make bench"
 RERUN_QUICK = ".venv/bin/python benchmarks/run.py --quick"
 
-# Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, FLOP/s. The SXM
-# parts; a PCIe card of the same name is slower, so the fraction is then a lower bound.
-BF16_PEAK = {"H200": 989e12, "H100": 989e12, "GH200": 989e12, "B200": 2250e12,
-             "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 70e12, "A10": 125e12}
-
-
-def bf16_peak(device_name: str) -> float | None:
-    """The dense bf16 peak of a GPU named like torch.cuda.get_device_name(), or None."""
-    for key in sorted(BF16_PEAK, key=len, reverse=True):      # "A10G" before "A10"
-        if re.search(rf"\b{key}\b", device_name, re.I):
-            return BF16_PEAK[key]
-    return None
+from ..info import BF16_PEAK, bf16_peak  # noqa: F401  (the book's benchmarks report it)
 
 
 # -- the machine ----------------------------------------------------------------------------

@@ -39,6 +39,29 @@ SEEDS: dict[str, dict[str, tuple[int, ...]]] = {
 SEED_OVERRIDES: dict[str, dict[str, dict[int, dict[str, Any]]]] = {
     "cpu": {"cifar10": {1: {"precision": "fp32"}, 2: {"precision": "fp32"}}},
 }
+
+
+def seed_changes(profile: str) -> str:
+    """One sentence per dataset whose seeds change the preset (SEED_OVERRIDES), for the
+    Table 1 chapter; "" when none does."""
+    out = []
+    for d, per_seed in SEED_OVERRIDES.get(profile, {}).items():
+        for seeds, change in _group(per_seed).items():
+            what = ", ".join(f"{k}={v}" for k, v in change)
+            base = ", ".join(f"{k}={getattr(preset(profile, d), k)}" for k, _ in change)
+            out.append(f"{DATASET_NAMES.get(d, d)} seed{'s' if len(seeds) > 1 else ''} "
+                       f"{', '.join(map(str, seeds))}: {what} (the preset, used by the other "
+                       f"seeds: {base})")
+    return "; ".join(out)
+
+
+def _group(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[tuple[int, ...], tuple]:
+    groups: dict[tuple, list[int]] = {}
+    for seed, change in sorted(per_seed.items()):
+        groups.setdefault(tuple(sorted(change.items())), []).append(seed)
+    return {tuple(seeds): change for change, seeds in groups.items()}
+
+
 SWEEP_MODELS = ("fa-pool", "fa-linear", "vanilla", "resnet18")
 # The ImageNet subset of each profile's ImageNet chapter (the paper's photos are ImageNet's)
 IMAGENET = {"smoke": "imagenet20", "cpu": "imagenet20", "paper": "imagenet100"}
