@@ -22,10 +22,11 @@ from facnn import config as F
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CHAPTERS = ["01_training", "02_theorem1_gradcam", "03_bounded_increment", "04_pixel_removal",
-            "05_qualitative", "06_imagenet"]
+            "05_qualitative", "06_imagenet", "07_imagenet_removal"]
 # figures each chapter shows at the smoke profile
 FIGURES = {"01_training": 3, "02_theorem1_gradcam": 3, "03_bounded_increment": 1,
-           "04_pixel_removal": 3, "05_qualitative": 3, "06_imagenet": 5}
+           "04_pixel_removal": 3, "05_qualitative": 3, "06_imagenet": 5,
+           "07_imagenet_removal": 2}
 TINY = {"epochs": 1, "shapes_train": 200, "shapes_test": 100}
 # the smoke models of the nbval and book tests: the smoke profile with a fraction of its
 # training (the pipeline is what is tested; `make book PROFILE=smoke` trains them in full)
@@ -127,6 +128,20 @@ def test_table1_questions_decide_by_paired_seeds_and_write_the_verdict_file(tmp_
     assert 'facnn-fails">fails<' in md and 'facnn-holds">holds<' in md and "(../notebooks/01_training.ipynb)" in md
     with pytest.raises(ValueError, match="verdict"):
         C.entry("x", "s", "t", None, "m", None, None, "maybe", "p")
+
+
+@pytest.mark.parametrize("first, second, kept", [("not run", "holds", "holds"), ("fails", "not run", "fails"),
+                                                  ("not run", "not run", "not run"), ("holds", "fails", None)])
+def test_a_decided_claim_replaces_another_chapters_not_run(tmp_path, first, second, kept):
+    for chapter, verdict in (("04_a", first), ("07_b", second)):
+        C.record(tmp_path, "cpu", chapter, [C.entry("figure4.imagenet20.lerf.1", "Figure 4", "s", "imagenet20",
+                                                    "m", None, None, verdict, chapter)])
+    if kept is None:
+        with pytest.raises(ValueError, match="recorded twice"):
+            C.merge(tmp_path, "cpu", "abc1234")
+    else:
+        [claim] = C.merge(tmp_path, "cpu", "abc1234")["claims"]
+        assert claim["verdict"] == kept
 
 
 @pytest.fixture
@@ -304,7 +319,7 @@ def smoke_results(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("notebook", [p.name for p in NOTEBOOKS])
 def test_notebook_runs_under_nbval(smoke_results, notebook):
     # the performance page reads the committed benchmark results; the chapters use fresh ones
-    results = ROOT / "results" if notebook.startswith("08") else smoke_results
+    results = ROOT / "results" if notebook.startswith("09") else smoke_results
     env = {**os.environ, "FACNN_PROFILE": "smoke", "FACNN_RESULTS": str(results),
            "FACNN_OVERRIDES": json.dumps(FAST)}
     proc = subprocess.run(

@@ -340,6 +340,47 @@ def reading_verdict(reading: pd.DataFrame) -> str:
             f"accuracy) is a reading of <b>{best}</b> curves on our model.")
 
 
+def figure4_tables(values: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """From a removal_study result: the AUC table (one row per curve, LeRF and MoRF, with
+    their 95 % bootstrap intervals) and the paper's reading statement by statement (ours,
+    the bootstrap support, the verdict)."""
+    auc = auc_pivot(values["auc"])
+    boot = values["auc_boot"].copy()
+    boot["curve"] = [m if l is None or l != l else f"{m} @ layer {int(l)}"
+                     for m, l in zip(boot["method"], boot["layer"])]
+    for order in ("lerf", "morf"):
+        b = boot[boot["order"] == order].set_index("curve")
+        auc[f"95 % {order.upper()}"] = [f"[{b.loc[c, 'auc_lo']:.3f}, {b.loc[c, 'auc_hi']:.3f}]"
+                                        if c in b.index else "—" for c in auc["curve"]]
+    reading = figure4_reading(values["curves"])
+    reading["support"] = values["statement_support"][: len(reading)]
+    reading["verdict"] = [statement_verdict(h, s) for h, s in zip(reading["holds"], reading["support"])]
+    return auc, reading
+
+
+def figure4_claims(ch, reading: pd.DataFrame, dataset: str, n_boot: int | None,
+                   verdict: str | None = None) -> dict[str, int]:
+    """Record each statement of the reading, per order, as a claim of chapter ``ch``
+    (``verdict`` "not run": placeholders for a dataset not computed); returns the verdict
+    counts per order, e.g. {"lerf_holds": 4, ..., "lerf_total": 8}."""
+    counts: dict[str, int] = {}
+    for order in ("LERF", "MORF"):
+        r = reading[reading["order"] == order]
+        for i, (_, row) in enumerate(r.iterrows()):
+            v = verdict or row["verdict"]
+            ch.claim(f"figure4.{dataset}.{order.lower()}.{i + 1}",
+                     f"{row['the paper says']} ({'LeRF' if order == 'LERF' else 'MoRF'})",
+                     f"share of {n_boot} bootstrap resamples in which it holds ({order})"
+                     if v != "not run" else "bootstrap support", None,
+                     None if v == "not run" else row["support"], v, "Figure 4", dataset=dataset,
+                     n_seeds=0 if v == "not run" else 1)
+        verdicts = r["verdict"] if verdict is None else pd.Series([verdict] * len(r))
+        for v in ("holds", "fails", "inconclusive"):
+            counts[f"{order.lower()}_{v}"] = int((verdicts == v).sum())
+        counts[f"{order.lower()}_total"] = int((verdicts != "not run").sum())
+    return counts
+
+
 def _band(s: pd.Series, lo: float, hi: float) -> float:
     v = s[(s.index > lo - 1e-9) & (s.index <= hi + 1e-9)]
     if not len(v):
