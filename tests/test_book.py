@@ -104,7 +104,9 @@ def test_table1_questions_decide_by_paired_seeds_and_write_the_verdict_file(tmp_
                   ("cifar10", "resnet18", "minimal"): [0.72, 0.70, 0.73],
                   ("cifar10", "resnet18", "standard"): [0.7, 0.7, 0.7],
                   ("cifar100", "fa-pool", "minimal"): [0.15],
-                  ("cifar100", "fa-linear", "minimal"): [0.30]})             # -15, one seed
+                  ("cifar100", "fa-linear", "minimal"): [0.30],              # -15, one seed
+                  ("imagenet20", "fa-pool", "minimal"): [0.26],
+                  ("imagenet20", "fa-linear", "minimal"): [0.33]})           # -7, one seed
     q = T1.table1_questions(runs, "cpu").set_index("id")
     pool = q.loc["table1.cifar10.pool_vs_linear"]
     assert pool["seeds"] == 3 and pool["ours"] == pytest.approx((5 + 5.5 + 5) / 3, abs=0.01)
@@ -114,6 +116,9 @@ def test_table1_questions_decide_by_paired_seeds_and_write_the_verdict_file(tmp_
     skip = q.loc["table1.cifar10.skip_vs_vanilla"]
     assert skip["verdict"] == "inconclusive" and skip["ci95"][0] < 0 < skip["ci95"][1]
     assert "table1.cifar100.fa_vs_resnet18" not in q.index   # no ResNet on CIFAR-100 here
+    stand_in = q.loc["table1.imagenet20.pool_vs_linear"]     # against the paper's ImageNet-100
+    assert stand_in["paper"] == pytest.approx(81.78 - 77.50) and stand_in["verdict"] == "fails"
+    assert "ImageNet-100" in stand_in["metric"] and "(ImageNet-100)" in " ".join(T1.questions_view(q)["paper (points)"])
     entries = [C.entry(i, "Table 1", r["claim"], r["dataset_id"], "points", r["paper"], r["ours"],
                        r["verdict"], "01_training", r["ci95"], r["seeds"]) for i, r in q.iterrows()]
     C.record(tmp_path, "cpu", "01_training", entries)

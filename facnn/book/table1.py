@@ -28,6 +28,9 @@ PAPER_TABLE1 = {
 }
 
 _ALL = [(m, r) for m, r, _ in TABLE1_ROWS]
+# Our stand-ins for the paper's datasets: ImageNet-20 (84 px, 20 classes, CPU-sized) answers
+# Table 1's questions against the paper's ImageNet-100 effects, labelled as such.
+PAPER_STAND_IN = {"imagenet20": "imagenet100"}
 
 
 def _acc(s: dict | None) -> float | None:
@@ -97,7 +100,9 @@ AT_SCALE = {
 
 
 def paper_effect(dataset: str, a: tuple[str, str], b: tuple[str, str], offset: float) -> float | None:
-    """The paper's effect for a question: 100 (acc a - acc b) + offset from its Table 1."""
+    """The paper's effect for a question: 100 (acc a - acc b) + offset from its Table 1 (for
+    a stand-in dataset, from the dataset it stands in for: PAPER_STAND_IN)."""
+    dataset = PAPER_STAND_IN.get(dataset, dataset)
     if dataset not in PAPER_TABLE1:
         return None
     v = PAPER_TABLE1[dataset]
@@ -137,7 +142,8 @@ def table1_questions(runs, profile: str, reference: str = "cifar10") -> pd.DataF
             else:
                 verdict = C.verdict(side, ci, mean, need)
             metric = (f"accuracy points, {a[0]} - {b[0]}" + (f" + {off:g} (> 0: within {off:g} point or above)"
-                                                              if off else ""))
+                                                              if off else "")
+                      + (f"; paper: its {DATASET_NAMES[PAPER_STAND_IN[d]]} effect" if d in PAPER_STAND_IN else ""))
             rows.append({"id": f"table1.{d}.{qid}", "dataset": DATASET_NAMES.get(d, d), "metric": metric,
                          "dataset_id": d, "question": question, "claim": claim,
                          "paper": paper, "ours": None if mean is None else round(mean, 2),
@@ -153,8 +159,11 @@ def questions_view(q: pd.DataFrame) -> pd.DataFrame:
     if q.empty:
         return q
     ci = [("—" if c is None else f"[{c[0]:+.2f}, {c[1]:+.2f}]") for c in q["ci95"]]
+    paper = [("—" if v is None else f"{v:+.2f}") + (f" ({DATASET_NAMES[PAPER_STAND_IN[d]]})"
+                                                     if d in PAPER_STAND_IN and v is not None else "")
+             for v, d in zip(q["paper"], q["dataset_id"])]
     return pd.DataFrame({"dataset": q["dataset"], "question": q["question"],
-                         "paper (points)": q["paper"].map(lambda v: "—" if v is None else f"{v:+.2f}"),
+                         "paper (points)": paper,
                          "ours (points)": q["ours"].map(lambda v: "—" if v is None or v != v else f"{v:+.2f}"),
                          "95 % interval": ci, "seeds": q["seeds"], "verdict": q["verdict"]})
 
