@@ -119,7 +119,7 @@ def test_table1_questions_decide_by_paired_seeds_and_write_the_verdict_file(tmp_
     stand_in = q.loc["table1.imagenet20.pool_vs_linear"]     # against the paper's ImageNet-100
     assert stand_in["paper"] == pytest.approx(81.78 - 77.50) and stand_in["verdict"] == "fails"
     assert "ImageNet-100" in stand_in["metric"] and "(ImageNet-100)" in " ".join(T1.questions_view(q)["paper (points)"])
-    entries = [C.entry(i, "Table 1", r["claim"], r["dataset_id"], "points", r["paper"], r["ours"],
+    entries = [C.entry(i, "Table 1", r["claim"], r["dataset_id"], r["metric"], r["paper"], r["ours"],
                        r["verdict"], "01_training", r["ci95"], r["seeds"]) for i, r in q.iterrows()]
     C.record(tmp_path, "cpu", "01_training", entries)
     C.record(tmp_path, "cpu", "02_theorem1_gradcam",
@@ -131,6 +131,8 @@ def test_table1_questions_decide_by_paired_seeds_and_write_the_verdict_file(tmp_
     assert set(doc["claims"][0]) == set(C.FIELDS)
     md = C.verdict_table_md(doc, "../notebooks/")
     assert 'facnn-fails">fails<' in md and 'facnn-holds">holds<' in md and "(../notebooks/01_training.ipynb)" in md
+    assert md.startswith(f"**{len(entries) + 1} claims checked at profile `cpu`:** 1 holds, 3 fails, 3 inconclusive, 0 not run.")
+    assert "| 4.28 (ImageNet-100) |" in md and "| 4.28 |" not in md
     with pytest.raises(ValueError, match="verdict"):
         C.entry("x", "s", "t", None, "m", None, None, "maybe", "p")
 
@@ -252,8 +254,12 @@ def test_a_seeds_config_changes_reach_its_run_and_command(tmp_path, dataset, see
 
 
 def test_missing_notebook_keeps_code_and_glues_every_key():
-    nb = {"cells": [{"cell_type": "markdown", "source": "# T\n{glue:text}`a:s` and {glue:text}`b`"},
+    error_cell = {"cell_type": "markdown", "source": '<span style="color:red">An Exception was encountered',
+                  "metadata": {"tags": ["papermill-error-cell-tag"]}}
+    nb = {"cells": [error_cell,
+                    {"cell_type": "markdown", "source": "# T\n{glue:text}`a:s` and {glue:text}`b`"},
                     {"cell_type": "code", "source": "x = 1", "outputs": [{"x": 1}], "execution_count": 3},
+                    error_cell,
                     {"cell_type": "markdown", "source": "```{glue:figure} fig\n:name: f\n```"}],
           "metadata": {}}
     out = P.missing_notebook(nb, "missing: the weights", ["python -m facnn train x"])
@@ -261,6 +267,7 @@ def test_missing_notebook_keeps_code_and_glues_every_key():
     names = [o["metadata"].get("scrapbook", {}).get("name") for o in box["outputs"]]
     assert names[1:] == ["a", "b", "fig"] and "python -m facnn train x" in box["outputs"][0]["data"]["text/html"]
     assert out["cells"][2]["outputs"] == [] and out["cells"][2]["source"] == "x = 1"
+    assert out["cells"][0]["source"].startswith("# T") and "Exception" not in json.dumps(out)
 
 
 @pytest.mark.parametrize("name,value,message", [
@@ -422,3 +429,13 @@ def test_an_expensive_result_is_never_computed_by_a_plain_build(tmp_path, clean_
     assert calls == [1] and values == {"x": 1}
     Cc.Cache("smoke", tmp_path).get("removal", {}, compute, {}, ["facnn.layers"], expensive=True)
     assert calls == [1, 1]                                        # smoke computes what it lacks
+
+
+def test_the_landing_page_counts_finished_seeds(tmp_path):
+    runs = Runs("cpu", results_dir=tmp_path)
+    assert P.seeds_line(runs).startswith("Seeds: CIFAR-10 seeds 0, 1, 2 for each of 5 models, 0 of 15 runs finished; "
+                                         "CIFAR-100 seed 0 for each of 3 models, 0 of 3 runs finished")
+    folder = runs.run_dir(runs.config("fa-pool", seed=1))
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"accuracy": 0.5}))
+    assert "CIFAR-10 seeds 0, 1, 2 for each of 5 models, 1 of 15 runs finished" in P.seeds_line(runs)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -139,13 +140,19 @@ def verdict_table_md(doc: dict[str, Any], link_prefix: str = "") -> str:
     """The landing page's verdict table (markdown): claim, paper, ours (with interval and
     seeds), verdict, link to the chapter."""
     icon = {v: f'<span class="facnn-verdict facnn-{v.replace(" ", "-")}">{v}</span>' for v in VERDICTS}
-    lines = ["| claim | dataset | paper | ours | 95 % interval (seeds) | verdict | page |",
+    counts = {v: sum(c["verdict"] == v for c in doc["claims"]) for v in VERDICTS}
+    lines = [f"**{len(doc['claims'])} claims checked at profile `{doc['profile']}`:** "
+             + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + ".", "",
+             "| claim | dataset | paper | ours | 95 % interval (seeds) | verdict | page |",
              "|---|---|---|---|---|---|---|"]
     for c in doc["claims"]:
         ci = (f"[{fmt(c['ci95'][0])}, {fmt(c['ci95'][1])}] ({c['n_seeds']})" if c["ci95"]
               else (f"— ({c['n_seeds']})" if c["n_seeds"] else "—"))
         page = f"[{c['source']}]({link_prefix}{c['page']}.ipynb)"
         statement = c["statement"].replace("|", "/")
-        lines.append(f"| {statement} | {c['dataset'] or '—'} | {fmt(c['paper'])} | "
+        # a stand-in dataset's claim compares with the paper's number on another dataset
+        other = re.search(r"paper: its (.+?) effect", c.get("metric") or "")
+        paper = fmt(c["paper"]) + (f" ({other.group(1)})" if other and c["paper"] is not None else "")
+        lines.append(f"| {statement} | {c['dataset'] or '—'} | {paper} | "
                      f"{fmt(c['ours'])} | {ci} | {icon[c['verdict']]} | {page} |")
     return "\n".join(lines)

@@ -98,6 +98,9 @@ def missing_notebook(executed: dict, error: str, commands: list[str]) -> dict:
     outputs, a box at the top saying what is missing and the commands that make it, and
     "missing" glued for every key its text refers to (so the page still builds)."""
     nb = json.loads(json.dumps(executed))
+    # papermill's red "an exception was encountered" cells: the box below says it better
+    nb["cells"] = [c for c in nb["cells"]
+                   if "papermill-error-cell-tag" not in c.get("metadata", {}).get("tags", [])]
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
@@ -175,7 +178,7 @@ def executed_profile(path: Path) -> str | None:
 # -- the landing page ------------------------------------------------------------------------
 
 def landing(root: Path, profile: str, results_dir: Path, doc: dict | None) -> None:
-    """Write book/_generated/{verdicts,scale,build}.md for the landing page."""
+    """Write book/_generated/{verdicts,scale,seeds,build}.md for the landing page."""
     from . import claims
     from .runs import Runs
     out = root / GENERATED
@@ -195,9 +198,26 @@ def landing(root: Path, profile: str, results_dir: Path, doc: dict | None) -> No
                      f" K={r['paper_channels']}) | {r['epochs']} (paper {r['paper_epochs']}) | "
                      f"{r['resnet_width']} (paper {r['paper_resnet_width']}) |")
     (out / "scale.md").write_text("\n".join(lines) + "\n")
+    (out / "seeds.md").write_text(seeds_line(Runs(profile, results_dir=results_dir)) + "\n")
     (out / "build.md").write_text(
         f"Built at profile `{profile}` from commit `{git_commit()}` on "
         f"{time.strftime('%Y-%m-%d')}.\n")
+
+
+def seeds_line(runs) -> str:
+    """What the seeds of Table 1 are at this profile and how many of those runs finished,
+    per dataset (the landing page's scale box)."""
+    from .runs import DATASET_NAMES, PLAN
+    parts = []
+    for d in runs.datasets():
+        by_seed = runs.by_seed([r for r in PLAN[runs.profile] if r[0] == d])
+        done = sum(s is not None for v in by_seed.values() for s in v.values())
+        total = sum(len(v) for v in by_seed.values())
+        seeds = runs.seeds(d)
+        parts.append(f"{DATASET_NAMES.get(d, d)} seed{'s' if len(seeds) > 1 else ''} "
+                     f"{', '.join(map(str, seeds))} for each of {len(by_seed)} models, "
+                     f"{done} of {total} runs finished")
+    return "Seeds: " + "; ".join(parts) + "."
 
 
 def mathjax(root: Path) -> None:
