@@ -46,10 +46,12 @@ def test_first_of_class_draws_an_image_of_that_class(setup, seed):
     assert int(test.labels[X.first_of_class(test, test.classes[2], seed)]) == 2
 
 
-def test_an_unknown_class_is_named_with_the_choices(setup):
-    _, test = setup
+@pytest.mark.parametrize("call", [lambda m, t: X.first_of_class(t, "stork"),
+                                  lambda m, t: X.runner_up_image(m, t, t.classes[0], "stork"),
+                                  lambda m, t: X.qualitative_classes(m, t, 0, ["stork"])])
+def test_an_unknown_class_is_named_with_the_choices(setup, call):
     with pytest.raises(ValueError, match="'stork' is not a class of shapes; its classes:"):
-        X.first_of_class(test, "stork")
+        call(*setup)
 
 
 @pytest.mark.parametrize("lo, hi, verdict", [(0.9995, 1.0, "holds"), (0.99, 0.998, "fails"),

@@ -524,12 +524,17 @@ def _distinct(labels: Tensor, n: int, seed: int = 0) -> Tensor:
     return torch.tensor(sorted(out))
 
 
-def first_of_class(test: D.ArrayDataset, class_name: str, seed: int = 0) -> int:
-    """A test image of class ``class_name``, drawn with ``seed``."""
+def class_index(test: D.ArrayDataset, class_name: str) -> int:
+    """The label of ``class_name`` in ``test``; a name it lacks is refused with its classes."""
     if class_name not in test.classes:
         raise ValueError(f"{class_name!r} is not a class of {test.name}; its classes: "
                          f"{', '.join(test.classes)}")
-    idx = torch.nonzero(test.labels == list(test.classes).index(class_name))[:, 0]
+    return list(test.classes).index(class_name)
+
+
+def first_of_class(test: D.ArrayDataset, class_name: str, seed: int = 0) -> int:
+    """A test image of class ``class_name``, drawn with ``seed``."""
+    idx = torch.nonzero(test.labels == class_index(test, class_name))[:, 0]
     return int(idx[torch.randint(len(idx), (1,), generator=torch.Generator().manual_seed(seed))])
 
 
@@ -562,7 +567,7 @@ def qualitative_photo(model, path: str | Path, class_name: str | None, class_nam
 def runner_up_image(model, test: D.ArrayDataset, first: str, second: str) -> int:
     """The test image of class ``first`` to which the model gives the highest probability of
     class ``second`` (the paper's Figure 5: a crate whose scene pulls toward "ashcan")."""
-    a, b = list(test.classes).index(first), list(test.classes).index(second)
+    a, b = class_index(test, first), class_index(test, second)
     idx = torch.nonzero(test.labels == a)[:, 0]
     with torch.no_grad():
         p = model.probabilities(test.normalised(idx)).float()[:, b]
@@ -573,7 +578,7 @@ def qualitative_classes(model, test: D.ArrayDataset, index: int, class_names: Se
                         **kw) -> dict[str, Any]:
     """Figures 1/5 for one test image with the maps of several classes (one row pair per
     class), e.g. Figure 5's crate image with "crate" and "ashcan"."""
-    cs = torch.tensor([list(test.classes).index(c) for c in class_names])
+    cs = torch.tensor([class_index(test, c) for c in class_names])
     imgs = test.images[index][None].expand(len(cs), -1, -1, -1).contiguous()
     v = qualitative_study(model, imgs, cs, test.name, **kw)
     with torch.no_grad():
