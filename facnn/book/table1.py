@@ -72,9 +72,12 @@ def table1_vs_paper(runs: Mapping[tuple[str, str, str], Mapping[int, dict | None
 # offset). The effect is 100 (acc a - acc b) + offset; the paper's side is the sign of the
 # paper's own effect.
 QUESTIONS = [
-    ("pool_vs_linear", "Does the pooling head cost accuracy against the linear head?",
+    # "little or no" made measurable as for ResNet-18: within 1 point or above. Without the
+    # offset the paper's own sign flips between datasets (-0.67 on CIFAR-10, +4.28 on
+    # ImageNet-100), and "holds" would mean "pooling costs accuracy" on CIFAR-10
+    ("pool_vs_linear", "Is the pooling head within 1 point of the linear head, or above?",
      "the pooling head (intrinsic class maps) costs little or no accuracy against a linear head",
-     ("fa-pool", "minimal"), ("fa-linear", "minimal"), 0.0),
+     ("fa-pool", "minimal"), ("fa-linear", "minimal"), 1.0),
     ("skip_vs_vanilla", "Does the dampened skip (FA-CNN, linear head) beat Vanilla-CNN?",
      "the dampened skip beats the ordinary residual skip (both with a linear head)",
      ("fa-linear", "minimal"), ("vanilla", "minimal"), 0.0),
