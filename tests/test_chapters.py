@@ -64,3 +64,28 @@ def test_last_layer_verdict(lo, hi, verdict):
 def test_middle_layer_verdict(lo, hi, verdict):
     stats = pd.DataFrame([dict(layer=L, ci_lo=lo, ci_hi=hi) for L in range(1, 10)])
     assert X.middle_layer_verdict(stats, 9) == (5, verdict)
+
+
+class _Recorder:
+    def __init__(self):
+        self.claims = {}
+
+    def claim(self, id, statement, metric, paper, ours, verdict, source, dataset=None, n_seeds=1, **kw):
+        self.claims[id] = (verdict, ours, dataset, n_seeds)
+
+
+@pytest.mark.parametrize("placeholder", [None, "not run"])
+def test_figure4_claims_skip_statements_of_the_other_order(placeholder):
+    reading = pd.DataFrame({"order": ["LERF", "LERF", "MORF", "MORF"],
+                            "the paper says": ["a", "negative", "a", "negative"],
+                            "support": [0.99, 0.5, 0.01, None],
+                            "verdict": ["holds", "inconclusive", "fails", "not run"]})
+    ch = _Recorder()
+    counts = X.figure4_claims(ch, reading, "imagenet20", 200, verdict=placeholder)
+    assert sorted(ch.claims) == ["figure4.imagenet20.lerf.1", "figure4.imagenet20.lerf.2",
+                                 "figure4.imagenet20.morf.1"]
+    if placeholder:
+        assert {v for v, *_ in ch.claims.values()} == {"not run"} and counts["lerf_total"] == 0
+    else:
+        assert ch.claims["figure4.imagenet20.morf.1"] == ("fails", 0.01, "imagenet20", 1)
+        assert (counts["lerf_holds"], counts["lerf_inconclusive"], counts["morf_fails"], counts["morf_total"]) == (1, 1, 1, 1)

@@ -367,6 +367,8 @@ def figure4_claims(ch, reading: pd.DataFrame, dataset: str, n_boot: int | None,
     for order in ("LERF", "MORF"):
         r = reading[reading["order"] == order]
         for i, (_, row) in enumerate(r.iterrows()):
+            if row["verdict"] == "not run":   # a statement of the other order only
+                continue
             v = verdict or row["verdict"]
             ch.claim(f"figure4.{dataset}.{order.lower()}.{i + 1}",
                      f"{row['the paper says']} ({'LeRF' if order == 'LERF' else 'MoRF'})",
