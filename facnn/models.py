@@ -282,10 +282,6 @@ def build_model(name: str, num_classes: int, **overrides: Any) -> Classifier:
     ``overrides`` are FACNN arguments (maps_per_class, depth, pool_every, width, block,
     stem, eps) or, for ResNets, ``form`` ("cifar" or "torchvision") and ``width``.
     """
-    if not isinstance(name, str):
-        hint = " (for a Config use model_from_config(cfg))" if isinstance(name, Config) else ""
-        raise TypeError(f"build_model takes the model's name as a string, got "
-                        f"{type(name).__name__}{hint}")
     num_classes = check_int("num_classes", num_classes, 1)
     if name in ("fa-pool", "fa-linear", "vanilla"):
         head = "pool" if name == "fa-pool" else "linear"

@@ -134,7 +134,6 @@ BAD = [
     (lambda: build_model("fa-pool", 2, maps_per_class=1, depth=2, pool_every=2)(
         torch.zeros(1, 3, 8, 8, dtype=torch.uint8)), "normalise"),
     (lambda: build_model("alexnet", 10), "unknown model"),
-    (lambda: build_model(preset("smoke", "shapes", "fa-pool"), 10), "model_from_config"),
     (lambda: build_model("resnet18", 10, depth=3), "does not take"),
     (lambda: preset("cpu", "mnist", "fa-pool"), "unknown dataset"),
     (lambda: preset("cpu", "cifar10", "fa-pool", epochz=3), "unknown config key"),
