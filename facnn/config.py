@@ -171,13 +171,22 @@ def _choice(name: str, value: str, allowed: Iterable[str]) -> None:
 # in the book's Table 1 chapter) and used at every profile; the standard recipe keeps the
 # usual 0.1 with momentum.
 MINIMAL_LR = 0.8
+# Models whose own sweep (same grid, same rule) chose another rate than FA-CNN's pooling
+# head did; every other model trains at MINIMAL_LR. Empty until those sweeps have run.
+MINIMAL_LR_OF: dict[str, float] = {}
 
 
-def _recipe_fields(recipe: str, dataset: str, epochs: int) -> dict[str, Any]:
+def minimal_lr(model: str) -> float:
+    """The minimal recipe's learning rate of ``model``: its sweep's choice (MINIMAL_LR_OF),
+    else the pooling-head FA-CNN's (MINIMAL_LR)."""
+    return MINIMAL_LR_OF.get(model, MINIMAL_LR)
+
+
+def _recipe_fields(recipe: str, dataset: str, epochs: int, model: str = "fa-pool") -> dict[str, Any]:
     """SPEC 5. The standard recipe's milestones scale with the epoch budget so that a
     reduced profile decays at the same fractions of training (100/300 and 150/300)."""
     if recipe == "minimal":
-        return dict(recipe="minimal", lr=MINIMAL_LR, momentum=0.0, weight_decay=0.0,
+        return dict(recipe="minimal", lr=minimal_lr(model), momentum=0.0, weight_decay=0.0,
                     schedule="cosine")
     if dataset in IMAGE_SIZE:
         return dict(recipe="standard", lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="step",
@@ -234,12 +243,12 @@ def preset(profile: str = "cpu", dataset: str = "cifar10", model: str = "fa-pool
                                 precision=p.get("precision_of", {}).get(dataset, p.get("precision", "auto")))
     if dataset in IMAGE_SIZE:   # ImageNet subsets: the ImageNet stem, torchvision's ResNets
         base.update(stem="imagenet", resnet_form="torchvision", image_size=IMAGE_SIZE[dataset])
-    base.update(_recipe_fields(recipe or "minimal", dataset, epochs))
+    base.update(_recipe_fields(recipe or "minimal", dataset, epochs, model))
     cfg = apply_overrides(Config(), base)
     # epochs given as an override keep the recipe's fractions
     if "epochs" in overrides and "milestones" not in overrides:
         epochs = apply_overrides(cfg, {"epochs": overrides["epochs"]}).epochs
-        base.update(_recipe_fields(cfg.recipe, dataset, epochs))
+        base.update(_recipe_fields(cfg.recipe, dataset, epochs, model))
         cfg = apply_overrides(cfg, base)
     return apply_overrides(cfg, overrides).validate()
 

@@ -91,6 +91,33 @@ def test_lr_sweep_differs_only_in_lr():
     assert preset("cpu", "cifar10", "fa-pool").lr == MINIMAL_LR
 
 
+@pytest.mark.parametrize("profile,model,precision", [
+    ("cpu", "fa-pool", "bf16"), ("cpu", "fa-linear", "fp32"), ("cpu", "vanilla", "fp32"),
+    ("cpu", "resnet18", "fp32"), ("paper", "vanilla", "auto")])
+def test_each_sweep_keeps_one_precision_and_names_it(profile, model, precision):
+    from facnn.config import lr_sweep
+    assert {c.precision for c in lr_sweep(profile, model)} == {precision}
+
+
+@pytest.mark.parametrize("chosen,model,lr", [({}, "vanilla", 0.8), ({"vanilla": 0.4}, "vanilla", 0.4),
+                                             ({"vanilla": 0.4}, "fa-pool", 0.8)])
+def test_a_models_own_sweep_choice_sets_its_table1_rate_only(monkeypatch, chosen, model, lr):
+    from facnn import config as F
+    monkeypatch.setattr(F, "MINIMAL_LR_OF", chosen)
+    assert preset("cpu", "cifar10", model).lr == preset("paper", "imagenet100", model).lr == lr
+    assert preset("cpu", "cifar10", model, "standard").lr == 0.1    # the standard recipe keeps its own
+    assert [c.lr for c in F.lr_sweep("cpu", model)] == list(F.SWEEP["cpu"]["lrs"])
+
+
+def test_sweeps_view_shows_precision_choice_and_training_rate():
+    import pandas as pd
+    from facnn.book.table1 import sweeps_view
+    t = pd.DataFrame({"lr": [0.4, 0.8], "test accuracy (%)": [40.0, 41.0], "precision": "fp32"})
+    v = sweeps_view({"vanilla": t}, {"vanilla": 0.4}, {"vanilla": 0.8})
+    assert v.iloc[0].to_dict() == {"model": "vanilla", "precision": "fp32", "lr 0.4": 40.0, "lr 0.8": 41.0,
+                                   "rule's choice": "0.4", "trained with": "0.8"}
+
+
 @pytest.mark.parametrize("accs,n,status,best", [
     ([30.0, 40.0, 35.0], 10000, ["done"] * 3, 0.2),
     ([40.0, 40.0, 35.0], 10000, ["done"] * 3, 0.1),     # a tie goes to the smaller rate

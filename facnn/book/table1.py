@@ -196,9 +196,9 @@ def sweep_table(sweep: Mapping[float, Any], configs: Mapping[float, Any]) -> pd.
         done = s is not None
         rows.append({**_run_row(configs[lr], s, lr=lr),
                      "best epoch (%)": round(100 * s["best_accuracy"], 2) if done else None,
-                     "epochs": configs[lr].epochs,
+                     "epochs": configs[lr].epochs, "precision": configs[lr].precision,
                      "wall time (min)": round(s["wall_s"] / 60, 1) if done else None})
-    cols = ["lr", "test accuracy (%)", "best epoch (%)", "test images", "epochs",
+    cols = ["lr", "test accuracy (%)", "best epoch (%)", "test images", "epochs", "precision",
             "wall time (min)", "config", "status", "command"]
     return pd.DataFrame(rows, columns=cols)
 
@@ -237,7 +237,8 @@ def sweep_verdict(table: pd.DataFrame, default: float) -> tuple[str, str]:
     if abs(best - default) < 1e-12:
         return f"The default learning rate {default:g} is the sweep's choice at this profile: {why}.", "note"
     return (f"The sweep's choice at this profile is {best:g} ({why}), but the default is "
-            f"{default:g}: the default (facnn.config.MINIMAL_LR) was chosen at another profile.",
+            f"{default:g}: the default (facnn.config.minimal_lr) was chosen at another profile "
+            f"or before this sweep had run.",
             "warning")
 
 
@@ -272,7 +273,7 @@ def sweeps_view(tables: Mapping[str, pd.DataFrame], chosen: Mapping[str, float |
     the rule's choice (sweep_best) and the rate Table 1 trains it with."""
     rows = []
     for m, t in tables.items():
-        row: dict[str, Any] = {"model": m}
+        row: dict[str, Any] = {"model": m, "precision": ", ".join(dict.fromkeys(t["precision"]))}
         for lr, acc in zip(t["lr"], t["test accuracy (%)"]):
             row[f"lr {lr:g}"] = acc
         row["rule's choice"] = "incomplete" if chosen.get(m) is None else f"{chosen[m]:g}"
