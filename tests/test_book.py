@@ -238,8 +238,8 @@ def test_a_missing_run_raises_with_the_command(tmp_path):
 
 
 @pytest.mark.parametrize("dataset, seed, precision", [("cifar10", 0, "bf16"), ("cifar10", 1, "fp32"),
-                                                      ("cifar10", 2, "fp32"), ("cifar100", 0, "bf16"),
-                                                      ("imagenet20", 1, "fp32")])
+                                                      ("cifar10", 3, "fp32"), ("cifar100", 0, "bf16"),
+                                                      ("cifar100", 1, "fp32"), ("imagenet20", 1, "fp32")])
 def test_a_seeds_config_changes_reach_its_run_and_command(tmp_path, dataset, seed, precision):
     runs = Runs("cpu", results_dir=tmp_path)
     cfg = runs.config("fa-pool", dataset=dataset, seed=seed)
@@ -434,9 +434,13 @@ def test_an_expensive_result_is_never_computed_by_a_plain_build(tmp_path, clean_
 
 def test_the_landing_page_counts_finished_seeds(tmp_path):
     runs = Runs("cpu", results_dir=tmp_path)
-    assert P.seeds_line(runs).startswith("Seeds: CIFAR-10 seeds 0, 1, 2 for each of 5 models, 0 of 15 runs finished; "
-                                         "CIFAR-100 seed 0 for each of 3 models, 0 of 3 runs finished")
+    assert P.seeds_line(runs).startswith("Seeds: CIFAR-10 seeds 1, 2, 3 for each of 5 models, 0 of 15 runs finished; "
+                                         "CIFAR-100 seed 1 for each of 3 models, 0 of 3 runs finished")
     folder = runs.run_dir(runs.config("fa-pool", seed=1))
     folder.mkdir(parents=True)
     (folder / "summary.json").write_text(json.dumps({"accuracy": 0.5}))
-    assert "CIFAR-10 seeds 0, 1, 2 for each of 5 models, 1 of 15 runs finished" in P.seeds_line(runs)
+    assert "CIFAR-10 seeds 1, 2, 3 for each of 5 models, 1 of 15 runs finished" in P.seeds_line(runs)
+    seed0 = runs.run_dir(runs.config("vanilla", seed=0))     # outside SEEDS: not counted
+    seed0.mkdir(parents=True)
+    (seed0 / "summary.json").write_text(json.dumps({"accuracy": 0.5}))
+    assert "1 of 15 runs finished" in P.seeds_line(runs)
