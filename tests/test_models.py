@@ -115,7 +115,18 @@ def test_sweeps_view_shows_precision_choice_and_training_rate():
     t = pd.DataFrame({"lr": [0.4, 0.8], "test accuracy (%)": [40.0, 41.0], "precision": "fp32"})
     v = sweeps_view({"vanilla": t}, {"vanilla": 0.4}, {"vanilla": 0.8})
     assert v.iloc[0].to_dict() == {"model": "vanilla", "precision": "fp32", "lr 0.4": 40.0, "lr 0.8": 41.0,
-                                   "rule's choice": "0.4", "trained with": "0.8"}
+                                   "rule's choice": "0.4", "trained with": "0.8",
+                                   "note": "best at the grid's largest rate: the optimum may lie above 0.8"}
+
+
+@pytest.mark.parametrize("accs,note", [([40.0, 41.0, 39.0], ""), ([42.0, 41.0, 39.0], "below 0.1"),
+                                       ([40.0, 41.0, 43.0], "above 0.4"), ([40.0, None, 43.0], "")])
+def test_a_sweep_whose_best_rate_is_on_the_grids_edge_says_so(accs, note):
+    import pandas as pd
+    from facnn.book.table1 import sweeps_view
+    t = pd.DataFrame({"lr": [0.1, 0.2, 0.4], "test accuracy (%)": accs, "precision": "fp32"})
+    got = sweeps_view({"m": t}, {"m": None}, {"m": 0.8}).iloc[0]["note"]
+    assert (note in got) and (bool(note) == bool(got))
 
 
 @pytest.mark.parametrize("accs,n,status,best", [

@@ -267,6 +267,20 @@ def precision_check(runs, lr: float) -> tuple[pd.DataFrame, list] | None:
     return pd.DataFrame(rows), configs
 
 
+def _edge_note(t: pd.DataFrame) -> str:
+    """Where a finished sweep's best rate lies on the edge of its grid, which side the
+    optimum may lie beyond; "" otherwise (an interior best brackets the optimum)."""
+    acc = t["test accuracy (%)"]
+    if acc.isna().any() or len(t) < 2:
+        return ""
+    best = t.loc[acc.idxmax(), "lr"]
+    if best == t["lr"].max():
+        return f"best at the grid's largest rate: the optimum may lie above {best:g}"
+    if best == t["lr"].min():
+        return f"best at the grid's smallest rate: the optimum may lie below {best:g}"
+    return ""
+
+
 def sweeps_view(tables: Mapping[str, pd.DataFrame], chosen: Mapping[str, float | None],
                 defaults: Mapping[str, float]) -> pd.DataFrame:
     """One row per model: its final test accuracy (%) at each learning rate of the sweep,
@@ -278,5 +292,6 @@ def sweeps_view(tables: Mapping[str, pd.DataFrame], chosen: Mapping[str, float |
             row[f"lr {lr:g}"] = acc
         row["rule's choice"] = "incomplete" if chosen.get(m) is None else f"{chosen[m]:g}"
         row["trained with"] = f"{defaults[m]:g}"
+        row["note"] = _edge_note(t)
         rows.append(row)
     return pd.DataFrame(rows)
