@@ -138,6 +138,36 @@ def test_table1_questions_decide_by_paired_seeds_and_write_the_verdict_file(tmp_
         C.entry("x", "s", "t", None, "m", None, None, "maybe", "p")
 
 
+@pytest.mark.parametrize("profile, model, extra, lr", [
+    ("cpu", "vanilla", {}, 0.8), ("cpu", "vanilla", {"seed": 0}, 0.05), ("cpu", "fa-linear", {}, 0.8),
+    ("cpu", "fa-linear", {"seed": 1}, 3.2), ("cpu", "fa-pool", {}, 0.8), ("paper", "vanilla", {}, 0.05)])
+def test_the_chapters_models_keep_their_seed0_runs_and_table1_uses_each_models_rate(tmp_path, profile, model, extra, lr):
+    assert Runs(profile, results_dir=tmp_path).config(model, **extra).lr == lr
+
+
+def test_rate_sensitivity_answers_each_question_at_own_and_shared_rates(tmp_path):
+    own = T1.table1_questions(_runs({("cifar10", "fa-linear", "minimal"): [0.70, 0.71, 0.72],
+                                     ("cifar10", "vanilla", "minimal"): [0.65, 0.66, 0.66],
+                                     ("cifar10", "fa-pool", "minimal"): [0.70, 0.70, 0.71]}), "cpu")
+    shared = T1.table1_questions(_runs({("cifar10", "fa-linear", "minimal"): [0.70, 0.71],
+                                        ("cifar10", "vanilla", "minimal"): [0.70, 0.72]}), "cpu")
+    v = T1.rate_sensitivity(own, shared, 0.8).set_index("question")
+    assert list(v.columns) == ["dataset", "own rates", "all at lr 0.8", "verdict changes"]
+    skip = v.loc[T1.QUESTIONS[1][1]]                     # pool_vs_linear: shared lacks fa-pool
+    assert len(v) == 1 and skip["own rates"].endswith("3 seeds: holds")
+    assert skip["all at lr 0.8"].startswith("-0.50 [") and skip["verdict changes"] == "yes"
+    none = T1.table1_questions(_runs({("cifar10", "fa-linear", "minimal"): [], ("cifar10", "vanilla", "minimal"): []}), "cpu")
+    assert T1.rate_sensitivity(own, none, 0.8).iloc[0][["all at lr 0.8", "verdict changes"]].tolist() == ["not run", "—"]
+    runs = Runs("cpu", results_dir=tmp_path)
+    assert runs.by_seed([("cifar10", "vanilla", "minimal")], lr=0.8) == {("cifar10", "vanilla", "minimal"):
+                                                                        {1: None, 2: None, 3: None}}
+    folder = runs.run_dir(runs.config("vanilla", seed=2, lr=0.8))
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"accuracy": 0.5}))
+    assert runs.by_seed([("cifar10", "vanilla", "minimal")], lr=0.8)[("cifar10", "vanilla", "minimal")][2] == {"accuracy": 0.5}
+    assert runs.by_seed([("cifar10", "vanilla", "minimal")])[("cifar10", "vanilla", "minimal")][2] is None
+
+
 @pytest.mark.parametrize("first, second, kept", [("not run", "holds", "holds"), ("fails", "not run", "fails"),
                                                   ("not run", "not run", "not run"), ("holds", "fails", None)])
 def test_a_decided_claim_replaces_another_chapters_not_run(tmp_path, first, second, kept):

@@ -157,6 +157,28 @@ def table1_questions(runs, profile: str, reference: str = "cifar10") -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def rate_sensitivity(own: pd.DataFrame, shared: pd.DataFrame, lr: float) -> pd.DataFrame:
+    """Each question answered twice: with every model at its own sweep's rate (``own``, the
+    verdicts of record) and with every minimal-recipe model at one shared rate ``lr``
+    (``shared``, both from table1_questions). Questions ``shared`` lacks are left out."""
+    def cell(row) -> str:
+        if row is None or row["ours"] is None or row["ours"] != row["ours"]:
+            return "not run"
+        ci = "" if row["ci95"] is None else f" [{row['ci95'][0]:+.2f}, {row['ci95'][1]:+.2f}]"
+        return f"{row['ours']:+.2f}{ci}, {row['seeds']} seeds: {row['verdict']}"
+    def changes(a, b) -> str:
+        if "not run" in (a["verdict"], b["verdict"]):
+            return "—"
+        return _yes(a["verdict"] != b["verdict"])
+    by_id = {r["id"]: r for r in shared.to_dict("records")}
+    rows = [{"dataset": r["dataset"], "question": r["question"], "own rates": cell(r),
+             f"all at lr {lr:g}": cell(by_id[r["id"]]),
+             "verdict changes": changes(r, by_id[r["id"]])}
+            for r in own.to_dict("records") if r["id"] in by_id]
+    return pd.DataFrame(rows, columns=["dataset", "question", "own rates", f"all at lr {lr:g}",
+                                       "verdict changes"])
+
+
 def questions_view(q: pd.DataFrame) -> pd.DataFrame:
     """The questions table as the chapter shows it."""
     if q.empty:
