@@ -145,6 +145,15 @@ def test_the_chapters_models_keep_their_seed0_runs_and_table1_uses_each_models_r
     assert Runs(profile, results_dir=tmp_path).config(model, **extra).lr == lr
 
 
+def test_seed_changes_name_the_preset_and_who_uses_it(monkeypatch):
+    from facnn.book import runs as R
+    assert R.seed_changes("cpu").startswith("CIFAR-10 seeds 1, 2, 3: precision=fp32 (the preset: precision=bf16);")
+    monkeypatch.setitem(R.SEEDS, "cpu", {**R.SEEDS["cpu"], "cifar10": (0, 1, 2, 3)})
+    assert R.seed_changes("cpu").startswith("CIFAR-10 seeds 1, 2, 3: precision=fp32 (the preset: "
+                                            "precision=bf16, used by seed 0);")
+    assert R.seed_changes("smoke") == ""
+
+
 def test_rate_sensitivity_answers_each_question_at_own_and_shared_rates(tmp_path):
     own = T1.table1_questions(_runs({("cifar10", "fa-linear", "minimal"): [0.70, 0.71, 0.72],
                                      ("cifar10", "vanilla", "minimal"): [0.65, 0.66, 0.66],

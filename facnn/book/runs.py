@@ -56,12 +56,14 @@ def seed_changes(profile: str) -> str:
     Table 1 chapter; "" when none does."""
     out = []
     for d, per_seed in SEED_OVERRIDES.get(profile, {}).items():
+        plain = [s for s in SEEDS.get(profile, {}).get(d, ()) if s not in per_seed]
         for seeds, change in _group(per_seed).items():
             what = ", ".join(f"{k}={v}" for k, v in change)
             base = ", ".join(f"{k}={getattr(preset(profile, d), k)}" for k, _ in change)
+            used = (f", used by seed{'s' if len(plain) > 1 else ''} {', '.join(map(str, plain))}"
+                    if plain else "")
             out.append(f"{DATASET_NAMES.get(d, d)} seed{'s' if len(seeds) > 1 else ''} "
-                       f"{', '.join(map(str, seeds))}: {what} (the preset, used by the other "
-                       f"seeds: {base})")
+                       f"{', '.join(map(str, seeds))}: {what} (the preset: {base}{used})")
     return "; ".join(out)
 
 
