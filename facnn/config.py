@@ -185,7 +185,7 @@ def minimal_lr(model: str) -> float:
     return MINIMAL_LR_OF.get(model, MINIMAL_LR)
 
 
-def _recipe_fields(recipe: str, dataset: str, epochs: int, model: str = "fa-pool") -> dict[str, Any]:
+def _recipe_fields(recipe: str, dataset: str, epochs: int, model: str) -> dict[str, Any]:
     """SPEC 5. The standard recipe's milestones scale with the epoch budget so that a
     reduced profile decays at the same fractions of training (100/300 and 150/300)."""
     if recipe == "minimal":

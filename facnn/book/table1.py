@@ -162,7 +162,7 @@ def rate_sensitivity(own: pd.DataFrame, shared: pd.DataFrame, lr: float) -> pd.D
     verdicts of record) and with every minimal-recipe model at one shared rate ``lr``
     (``shared``, both from table1_questions). Questions ``shared`` lacks are left out."""
     def cell(row) -> str:
-        if row is None or row["ours"] is None or row["ours"] != row["ours"]:
+        if row["ours"] is None or row["ours"] != row["ours"]:   # None or NaN: no paired seed
             return "not run"
         ci = "" if row["ci95"] is None else f" [{row['ci95'][0]:+.2f}, {row['ci95'][1]:+.2f}]"
         return f"{row['ours']:+.2f}{ci}, {row['seeds']} seeds: {row['verdict']}"
