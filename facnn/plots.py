@@ -138,7 +138,8 @@ def _removal_line(ax, rows, method: str) -> None:
 def learning_curves(histories, title: str | None = None):
     """Test accuracy and training loss per epoch of each run. ``histories``: label ->
     DataFrame with the columns of metrics.jsonl (epoch, test_accuracy, train_loss)."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(MAX_WIDTH, 3.4))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(MAX_WIDTH, 3.4 + 0.25 * math.ceil(len(histories) / 3)),
+                                 layout="constrained")
     for label, h in histories.items():
         a1.plot(h["epoch"], 100 * h["test_accuracy"], marker="o", ms=3, label=label)
         a2.plot(h["epoch"], h["train_loss"], marker="o", ms=3, label=label)
@@ -146,26 +147,10 @@ def learning_curves(histories, title: str | None = None):
     a2.set(xlabel="epoch", ylabel="training loss", yscale="log")
     for a in (a1, a2):
         a.grid(alpha=0.3)
-    a1.legend()
+    if histories:   # below both panels, where it covers no curve
+        fig.legend(*a1.get_legend_handles_labels(), loc="outside lower center",
+                   ncol=min(3, len(histories)), frameon=False)
     _suptitle(fig, title)
-    fig.tight_layout()
-    return fig
-
-
-def lr_sweep(table, default: float | None = None, title: str | None = None):
-    """Final test accuracy against the learning rate (log axis) of the minimal recipe's
-    sweep; ``table`` from facnn.book.table1.sweep_table, ``default`` marked with a line."""
-    done = table[table["status"] == "done"]
-    fig, ax = plt.subplots(figsize=(6.0, 3.6))
-    ax.plot(done["lr"], done["test accuracy (%)"], marker="o", label="after the last epoch")
-    ax.plot(done["lr"], done["best epoch (%)"], marker=".", ls=":", label="best epoch")
-    if default is not None:
-        ax.axvline(default, color="k", lw=0.8, ls="--", label=f"default lr {default:g}")
-    ax.set(xscale="log", xlabel="learning rate", ylabel="test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    _suptitle(fig, title)
-    fig.tight_layout()
     return fig
 
 
@@ -206,8 +191,9 @@ def lr_sweeps(tables, chosen=None):
         b = int(np.argmax(acc))
         p = acc[b] / 100
         se = 100 * math.sqrt(p * (1 - p) / n[b]) if n[b] > 0 else 0.0
-        ax.axhspan(acc[b] - se, acc[b] + se, color="tab:blue", alpha=0.15, lw=0,
-                   label="best $\\pm$ 1 SE")
+        # the band the one-SE rule picks from: rates whose accuracy is at most 1 SE below the best
+        ax.axhspan(acc[b] - se, acc[b], color="tab:blue", alpha=0.15, lw=0,
+                   label="within 1 SE of the best")
         ax.plot(lr, acc, marker="o", ms=4, color="tab:blue", zorder=3)
         if label in chosen and chosen[label] is not None:
             c = float(chosen[label])
@@ -456,7 +442,9 @@ def seed_effects(q):
             ax.errorbar([ours], [y], xerr=err, fmt="o", color=colour, capsize=3, ms=6,
                         zorder=3, label="ours (mean, 95 % CI)" if y == 0 else None)
         else:
-            ax.text(0, y, " not run", va="center", fontsize=SMALL, color="0.4")
+            # at the axes' left edge (x in axes units), where no paper cross sits
+            ax.text(0.01, y, "not run", va="center", fontsize=SMALL, color="0.4",
+                    transform=ax.get_yaxis_transform())
         if _number(r.get("paper")):
             ax.plot([r["paper"]], [y], marker="x", ms=9, mew=2, color="k", ls="none",
                     zorder=4, label="paper" if "paper" not in ax.get_legend_handles_labels()[1]

@@ -117,6 +117,7 @@ def test_table1_questions_decide_by_paired_seeds_and_write_the_verdict_file(tmp_
     skip = q.loc["table1.cifar10.skip_vs_vanilla"]
     assert skip["verdict"] == "inconclusive" and skip["ci95"][0] < 0 < skip["ci95"][1]
     assert "table1.cifar100.fa_vs_resnet18" not in q.index   # no ResNet on CIFAR-100 here
+    assert set(q["short"]) == set(T1.SHORT.values())        # the effects plot's row labels
     stand_in = q.loc["table1.imagenet20.pool_vs_linear"]     # against the paper's ImageNet-100
     assert stand_in["paper"] == pytest.approx(81.78 - 77.50 + 1) and stand_in["verdict"] == "fails"
     assert "ImageNet-100" in stand_in["metric"] and "(ImageNet-100)" in " ".join(T1.questions_view(q)["paper (points)"])

@@ -196,13 +196,3 @@ def test_config_round_trips_through_its_json(profile, dataset, model):
     again = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg and again.hash() == cfg.hash()
 
-
-@pytest.mark.parametrize("default,kind,phrase", [
-    (0.1, "note", "is the sweep's choice"), (0.2, "warning", "chosen at another profile")])
-def test_sweep_verdict_names_the_rule_and_the_numbers(default, kind, phrase):
-    import pandas as pd
-    from facnn.book.table1 import sweep_verdict
-    t = pd.DataFrame({"lr": [0.1, 0.2], "test accuracy (%)": [39.0, 40.0], "test images": 1000,
-                      "status": "done"})
-    html, k = sweep_verdict(t, default)
-    assert k == kind and phrase in html and "1.5 points on 1000 test images" in html

@@ -105,7 +105,6 @@ FIGURES = {   # name -> a call drawing it from made-up inputs
     "learning_curves": lambda: plots.learning_curves(
         {f"run {i}": pd.DataFrame({"epoch": range(1, 6), "test_accuracy": RNG.random(5),
                                    "train_loss": RNG.random(5) + 0.1}) for i in range(3)}),
-    "lr_sweep": lambda: plots.lr_sweep(_sweep(), default=0.8, title="A very long title " * 8),
     "lr_sweeps": lambda: plots.lr_sweeps(
         {"FA-CNN (pooling head)": _sweep(), "FA-CNN (linear head)": _sweep(missing=2),
          "Vanilla-CNN": _sweep(), "ResNet-18 (minimal recipe)": _sweep(missing=7)},
@@ -158,10 +157,43 @@ def test_no_figure_hard_codes_small_text():
 
 
 def test_long_titles_are_wrapped_inside_the_figure():
-    fig = plots.lr_sweep(_sweep(), title="learning rate sweep of the minimal recipe " * 4)
+    fig = plots.learning_curves({"run": pd.DataFrame({"epoch": [1, 2], "test_accuracy": [0.1, 0.2],
+                                                      "train_loss": [2.0, 1.0]})},
+                                title="test accuracy and training loss per epoch of the runs " * 4)
     try:
         assert "\n" in fig._suptitle.get_text()
         assert _shown_width(fig) <= plots.MAX_WIDTH + 0.05
+    finally:
+        plt.close(fig)
+
+
+def _overlaps(box, points) -> bool:
+    """Whether a display-space bbox contains any of the display-space points."""
+    return any(box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1 for x, y in points)
+
+
+def test_learning_curves_legend_covers_no_curve():
+    fig = FIGURES["learning_curves"]()
+    try:
+        fig.canvas.draw()
+        box = fig.legends[0].get_window_extent()
+        points = [p for ax in fig.axes for line in ax.lines
+                  for p in ax.transData.transform(line.get_xydata())]
+        assert not _overlaps(box, points)
+    finally:
+        plt.close(fig)
+
+
+def test_seed_effects_not_run_labels_clear_the_paper_crosses():
+    q = _effects().assign(paper=[-0.67, 0.16, 0.0])   # the unrun row's paper effect at 0
+    fig = plots.seed_effects(q)
+    try:
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        crosses = [p for line in ax.lines if line.get_marker() == "x"
+                   for p in ax.transData.transform(line.get_xydata())]
+        labels = [t for t in ax.texts if t.get_text().strip() == "not run"]
+        assert labels and not any(_overlaps(t.get_window_extent(), crosses) for t in labels)
     finally:
         plt.close(fig)
 

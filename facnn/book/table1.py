@@ -89,6 +89,11 @@ QUESTIONS = [
      ("resnet18", "standard"), ("resnet18", "minimal"), 0.0),
 ]
 
+# Each question as the effects plot labels it: "a vs b", with the offset where there is one
+SHORT = {"pool_vs_linear": "pooling vs linear head (+1)", "skip_vs_vanilla": "dampened skip vs Vanilla",
+         "fa_vs_resnet18": "FA-CNN vs ResNet-18 (+1)",
+         "resnet18_standard_vs_minimal": "ResNet-18 standard vs minimal"}
+
 # Why each answer of a reduced profile may not hold at the paper's scale (setup, not results)
 AT_SCALE = {
     "pool_vs_linear": "the two heads learn at different speeds, and a few epochs measure speed "
@@ -148,7 +153,7 @@ def table1_questions(runs, profile: str, reference: str = "cifar10") -> pd.DataF
                                                               if off else "")
                       + (f"; paper: its {DATASET_NAMES[PAPER_STAND_IN[d]]} effect" if d in PAPER_STAND_IN else ""))
             rows.append({"id": f"table1.{d}.{qid}", "dataset": DATASET_NAMES.get(d, d), "metric": metric,
-                         "dataset_id": d, "question": question, "claim": claim,
+                         "dataset_id": d, "question": question, "short": SHORT[qid], "claim": claim,
                          "paper": paper, "ours": None if mean is None else round(mean, 2),
                          "ci95": None if ci is None else (round(ci[0], 2), round(ci[1], 2)),
                          "seeds": len(eff), "decided at": (None if ci is not None or need is None
@@ -244,24 +249,6 @@ def sweep_best(table: pd.DataFrame) -> float | None:
     top, se = _standard_error(table)
     acc = table["test accuracy (%)"]
     return float(table.loc[acc >= top["test accuracy (%)"] - se, "lr"].min())
-
-
-def sweep_verdict(table: pd.DataFrame, default: float) -> tuple[str, str]:
-    """(HTML, kind) saying whether the default learning rate is the sweep's choice
-    (sweep_best's one-standard-error rule), with the numbers behind the choice."""
-    best = sweep_best(table)
-    if best is None:
-        return "The sweep is incomplete; the table lists the missing runs.", "warning"
-    top, se = _standard_error(table)
-    why = (f"the smallest rate within one standard error ({se:.1f} points on "
-           f"{top['test images']} test images) of the highest accuracy "
-           f"({top['test accuracy (%)']:g} % at lr {top['lr']:g})")
-    if abs(best - default) < 1e-12:
-        return f"The default learning rate {default:g} is the sweep's choice at this profile: {why}.", "note"
-    return (f"The sweep's choice at this profile is {best:g} ({why}), but the default is "
-            f"{default:g}: the default (facnn.config.minimal_lr) was chosen at another profile "
-            f"or before this sweep had run.",
-            "warning")
 
 
 def test_size(cfg) -> int:
