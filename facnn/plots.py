@@ -156,9 +156,9 @@ def learning_curves(histories, title: str | None = None):
 
 def lr_sweeps(tables, chosen=None):
     """The learning-rate sweeps of several models side by side (one panel each, at most 4,
-    shared y): final test accuracy (%) against the learning rate on a log-2 axis, the band
-    best +- one binomial standard error 100 sqrt(p (1 - p) / n) of the best point shaded
-    (the one-standard-error rule picks a rate inside it), and the chosen rate marked.
+    shared y): final test accuracy (%) against the learning rate on a log-2 axis, a
+    band from the best point down one binomial standard error 100 sqrt(p (1 - p) / n) shaded
+    (the one-standard-error rule picks the smallest rate inside it), and the chosen rate marked.
 
     ``tables``: model label -> DataFrame with columns "lr", "test accuracy (%)",
     "test images", "status" (facnn.book.table1.sweep_table); rows whose status is not
@@ -169,7 +169,8 @@ def lr_sweeps(tables, chosen=None):
         raise ValueError(f"lr_sweeps draws 1 to 4 models side by side, got {len(tables)}; "
                          f"split them over several figures")
     width = min(MAX_WIDTH, 1.2 + 2.2 * len(tables))
-    fig, axes = plt.subplots(1, len(tables), figsize=(width, 3.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(tables), figsize=(width, 3.6), sharey=True, squeeze=False,
+                             layout="constrained")
     panel_in = width / len(tables)
     for ax, (label, t) in zip(axes[0], tables.items()):
         acc = t["test accuracy (%)"].to_numpy(float)
@@ -209,9 +210,8 @@ def lr_sweeps(tables, chosen=None):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    if handles:
-        axes[0, -1].legend(handles, labels, loc="lower right")
-    fig.tight_layout()
+    if handles:   # below the panels: inside one, it would be wider than a narrow panel
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), frameon=False)
     return fig
 
 

@@ -198,6 +198,21 @@ def test_seed_effects_not_run_labels_clear_the_paper_crosses():
         plt.close(fig)
 
 
+def test_lr_sweeps_tick_labels_and_legend_overlap_nothing():
+    with matplotlib.rc_context(BOOK_STYLE):
+        fig = FIGURES["lr_sweeps"]()
+        try:
+            fig.canvas.draw()
+            r = fig.canvas.get_renderer()
+            for ax in fig.axes:
+                boxes = [t.get_window_extent(r) for t in ax.get_xticklabels() if t.get_text()]
+                assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:])), "tick labels overlap"
+            legend = fig.legends[0].get_window_extent(r)
+            assert not any(legend.overlaps(ax.get_window_extent(r)) for ax in fig.axes)
+        finally:
+            plt.close(fig)
+
+
 def test_lr_sweeps_checks_its_inputs():
     with pytest.raises(ValueError, match="1 to 4"):
         plots.lr_sweeps({str(i): _sweep() for i in range(5)})
