@@ -210,8 +210,8 @@ def lr_sweeps(tables, chosen=None):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    if handles:   # below the panels: inside one, it would be wider than a narrow panel
-        fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), frameon=False)
+    if handles:   # above the panels: inside one, it would be wider than a narrow panel
+        fig.legend(handles, labels, loc="outside upper center", ncol=len(handles), frameon=False)
     return fig
 
 
