@@ -263,7 +263,10 @@ SWEEP = {
     "cpu": dict(dataset="cifar10", lrs=(0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2), overrides={"subset": "1000x100"},
                 # fa-pool's sweep ran in bf16 on CPUs with AVX512-BF16; the other models' sweeps
                 # ran later on CPUs without it, where bf16 is emulated and 6-8x slower
-                model_overrides={m: {"precision": "fp32"} for m in ("fa-linear", "vanilla", "resnet18")}),
+                model_overrides={m: {"precision": "fp32"} for m in ("fa-linear", "vanilla", "resnet18")},
+                # a sweep whose best rate lay on the grid's top edge goes on doubling until
+                # its best is inside (the rates it adds, per model)
+                extend={"fa-linear": (6.4, 12.8)}),
     # the same grid as cpu, so the paper profile's default (the cpu sweep's choice until
     # this sweep has run on a GPU) lies inside its own grid
     "paper": dict(dataset="cifar10", lrs=(0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2),
@@ -273,12 +276,14 @@ SWEEP = {
 
 def lr_sweep(profile: str, model: str = "fa-pool") -> list[Config]:
     """The configs of the profile's learning-rate sweep for ``model`` (minimal recipe), one
-    per learning rate: same grid, subset and epochs for every model."""
+    per learning rate: same grid, subset and epochs for every model, and the rates by which
+    the grid was extended for a model whose best lay on its top edge (SWEEP "extend")."""
     _choice("profile", profile, PROFILES)
     _choice("model", model, MODELS)
     s = SWEEP[profile]
     overrides = {**s["overrides"], **s.get("model_overrides", {}).get(model, {})}
-    return [preset(profile, s["dataset"], model, **overrides, lr=lr) for lr in s["lrs"]]
+    lrs = (*s["lrs"], *s.get("extend", {}).get(model, ()))
+    return [preset(profile, s["dataset"], model, **overrides, lr=lr) for lr in lrs]
 
 
 def table1_cells(profile: str, dataset: str) -> list[tuple[str, str]]:

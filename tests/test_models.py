@@ -106,7 +106,15 @@ def test_a_models_own_sweep_choice_sets_its_table1_rate_only(monkeypatch, chosen
     monkeypatch.setattr(F, "MINIMAL_LR_OF", chosen)
     assert preset("cpu", "cifar10", model).lr == preset("paper", "imagenet100", model).lr == lr
     assert preset("cpu", "cifar10", model, "standard").lr == 0.1    # the standard recipe keeps its own
-    assert [c.lr for c in F.lr_sweep("cpu", model)] == list(F.SWEEP["cpu"]["lrs"])
+    assert [c.lr for c in F.lr_sweep("cpu", model)][:len(F.SWEEP["cpu"]["lrs"])] == list(F.SWEEP["cpu"]["lrs"])
+
+
+@pytest.mark.parametrize("model,extended", [("fa-linear", True), ("fa-pool", False), ("vanilla", False)])
+def test_a_sweep_is_extended_only_by_doubling_beyond_the_grid(model, extended):
+    from facnn import config as F
+    grid, lrs = F.SWEEP["cpu"]["lrs"], [c.lr for c in F.lr_sweep("cpu", model)]
+    assert lrs[:len(grid)] == list(grid) and (len(lrs) > len(grid)) == extended
+    assert all(b == pytest.approx(2 * a) for a, b in zip(lrs[len(grid) - 1:], lrs[len(grid):]))
 
 
 def test_sweeps_view_shows_precision_choice_and_training_rate():
