@@ -186,7 +186,7 @@ def lr_sweeps(tables, chosen=None):
                     transform=ax.transAxes)
             ax.set_xticks([])
             continue
-        ticks = lr[::max(1, math.ceil(len(lr) / 4))]          # the swept rates, at most 4
+        ticks = lr[::max(2, math.ceil(len(lr) / 5))]          # every other swept rate, at most 5
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.xaxis.set_minor_locator(plt.NullLocator())
         b = int(np.argmax(acc))

@@ -125,6 +125,11 @@ def test_sweeps_view_shows_precision_choice_and_training_rate():
     assert v.iloc[0].to_dict() == {"model": "vanilla", "precision": "fp32", "lr 0.4": 40.0, "lr 0.8": 41.0,
                                    "rule's choice": "0.4", "trained with": "0.8",
                                    "note": "best at the grid's largest rate: the optimum may lie above 0.8"}
+    longer = pd.DataFrame({"lr": [0.4, 0.8, 1.6], "test accuracy (%)": [40.0, 42.0, 41.0], "precision": "fp32"})
+    v = sweeps_view({"vanilla": t, "fa-linear": longer}, {}, {"vanilla": 0.8, "fa-linear": 0.8})
+    assert list(v.columns) == ["model", "precision", "lr 0.4", "lr 0.8", "lr 1.6", "rule's choice",
+                               "trained with", "note"]      # an extended sweep's rates among the rates
+    assert v["lr 1.6"].isna().tolist() == [True, False] and v["note"].tolist()[1] == ""
 
 
 @pytest.mark.parametrize("accs,note", [([40.0, 41.0, 39.0], ""), ([42.0, 41.0, 39.0], "below 0.1"),

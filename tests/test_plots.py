@@ -107,7 +107,8 @@ FIGURES = {   # name -> a call drawing it from made-up inputs
                                    "train_loss": RNG.random(5) + 0.1}) for i in range(3)}),
     "lr_sweeps": lambda: plots.lr_sweeps(
         {"FA-CNN (pooling head)": _sweep(), "FA-CNN (linear head)": _sweep(missing=2),
-         "Vanilla-CNN": _sweep(), "ResNet-18 (minimal recipe)": _sweep(missing=7)},
+         "Vanilla-CNN": _sweep((0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8)),   # an extended grid
+         "ResNet-18 (minimal recipe)": _sweep(missing=7)},
         chosen={"FA-CNN (pooling head)": 0.8, "Vanilla-CNN": 0.4}),
     "theorem1_maps": lambda: plots.theorem1_maps(_theorem1()),
     "correlation_hist": lambda: plots.correlation_hist(_theorem1()),

@@ -303,4 +303,7 @@ def sweeps_view(tables: Mapping[str, pd.DataFrame], chosen: Mapping[str, float |
         row["trained with"] = f"{defaults[m]:g}"
         row["note"] = _edge_note(t)
         rows.append(row)
-    return pd.DataFrame(rows)
+    # every rate any sweep ran, in order, before the choice ("—" where a sweep did not run it)
+    lrs = sorted({float(k[3:]) for r in rows for k in r if k.startswith("lr ")})
+    cols = ["model", "precision", *(f"lr {lr:g}" for lr in lrs), "rule's choice", "trained with", "note"]
+    return pd.DataFrame(rows, columns=cols)
