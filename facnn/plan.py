@@ -37,7 +37,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from . import info
-from .config import Config, apply_overrides, lr_sweep, preset, table1_cells
+from .config import Config, apply_overrides, lr_sweep, preset, sweep_probes, table1_cells
 from .models import model_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ def book_configs(profile: str, out_dir: str | Path = "results",
         for model, recipe in table1_cells(profile, dataset):
             found.append(("table1", preset(profile, dataset, model, recipe, **where)))
     for model in SWEEP_MODELS:
-        for cfg in lr_sweep(profile, model):
+        for cfg in [*lr_sweep(profile, model), *sweep_probes(profile, model)]:
             found.append(("sweep", apply_overrides(cfg, where)))
     seen: set[str] = set()
     out = []

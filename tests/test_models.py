@@ -209,3 +209,26 @@ def test_config_round_trips_through_its_json(profile, dataset, model):
     again = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg and again.hash() == cfg.hash()
 
+
+
+@pytest.mark.parametrize("runs,note", [
+    ([], ""),
+    ([(3.2, "fp32", 0.466), (6.4, "fp32", None)], "fp32 runs beside the sweep: 46.6 % at lr 3.2, missing at lr 6.4"),
+    ([(3.2, "fp32", 0.466), (3.2, "bf16", 0.482)],
+     "fp32 runs beside the sweep: 46.6 % at lr 3.2; bf16 runs beside the sweep: 48.2 % at lr 3.2"),
+])
+def test_probe_note_names_each_run_beside_a_sweep(runs, note):
+    from facnn.book.table1 import probe_note
+    probes = [(preset("cpu", "cifar10", "fa-pool", lr=lr, precision=p), None if a is None else {"accuracy": a})
+              for lr, p, a in runs]
+    assert probe_note(probes) == note
+
+
+def test_sweep_probes_keep_the_sweeps_subset_and_stay_out_of_its_rule():
+    from facnn import config as F
+    sweep, probes = F.lr_sweep("cpu", "fa-pool"), F.sweep_probes("cpu", "fa-pool")
+    assert probes and {c.hash() for c in probes}.isdisjoint(c.hash() for c in sweep)
+    ignore = ("lr", "precision")
+    strip = lambda c: {k: v for k, v in c.to_dict().items() if k not in ignore}
+    assert all(strip(c) == strip(sweep[0]) for c in probes)
+    assert F.sweep_probes("cpu", "vanilla") == [] and F.sweep_probes("paper", "fa-pool") == []

@@ -254,6 +254,15 @@ class Runs:
                                         data_root=str(self.data_root), **self.overrides))
                 for c in lr_sweep(self.profile, model)]
 
+    def probes(self, model: str = "fa-pool") -> list[tuple[Config, dict[str, Any] | None]]:
+        """(config, summary or None) of each run beside ``model``'s sweep
+        (facnn.config.sweep_probes), in this store's folders."""
+        from ..config import apply_overrides, sweep_probes
+        cfgs = [apply_overrides(c, dict(out_dir=str(self.results_dir), progress=False,
+                                        data_root=str(self.data_root), **self.overrides))
+                for c in sweep_probes(self.profile, model)]
+        return [(c, self.summary_of(c)) for c in cfgs]
+
     def sweep(self, model: str = "fa-pool") -> dict[float, dict[str, Any] | None]:
         """lr -> summary (None where missing) of each run of ``model``'s sweep."""
         return {cfg.lr: self.summary_of(cfg) for cfg in self.sweep_configs(model)}

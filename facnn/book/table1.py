@@ -4,7 +4,7 @@ FA-CNN stands against ResNet-18), asked of the paper's numbers and of ours."""
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -290,10 +290,25 @@ def _edge_note(t: pd.DataFrame) -> str:
     return ""
 
 
+def probe_note(probes: Sequence[tuple[Any, Mapping[str, Any] | None]]) -> str:
+    """The runs beside a sweep (Runs.probes) in one phrase: "fp32 runs beside the sweep:
+    46.6 % at lr 3.2, ..."; "" when there are none."""
+    if not probes:
+        return ""
+    by_precision: dict[str, list[str]] = {}
+    for cfg, s in probes:
+        acc = "missing" if s is None else f"{100 * s['accuracy']:.1f} %"
+        by_precision.setdefault(cfg.precision, []).append(f"{acc} at lr {cfg.lr:g}")
+    return "; ".join(f"{p} runs beside the sweep: {', '.join(v)}" for p, v in by_precision.items())
+
+
 def sweeps_view(tables: Mapping[str, pd.DataFrame], chosen: Mapping[str, float | None],
-                defaults: Mapping[str, float]) -> pd.DataFrame:
+                defaults: Mapping[str, float],
+                probes: Mapping[str, Sequence[tuple[Any, Mapping[str, Any] | None]]] | None = None
+                ) -> pd.DataFrame:
     """One row per model: its final test accuracy (%) at each learning rate of the sweep,
-    the rule's choice (sweep_best) and the rate Table 1 trains it with."""
+    the rule's choice (sweep_best), the rate Table 1 trains it with, and a note (the best
+    rate on the grid's edge; the runs beside the sweep, probe_note)."""
     rows = []
     for m, t in tables.items():
         row: dict[str, Any] = {"model": m, "precision": ", ".join(dict.fromkeys(t["precision"]))}
@@ -301,7 +316,7 @@ def sweeps_view(tables: Mapping[str, pd.DataFrame], chosen: Mapping[str, float |
             row[f"lr {lr:g}"] = acc
         row["rule's choice"] = "incomplete" if chosen.get(m) is None else f"{chosen[m]:g}"
         row["trained with"] = f"{defaults[m]:g}"
-        row["note"] = _edge_note(t)
+        row["note"] = "; ".join(n for n in (_edge_note(t), probe_note((probes or {}).get(m, ()))) if n)
         rows.append(row)
     # every rate any sweep ran, in order, before the choice ("—" where a sweep did not run it)
     lrs = sorted({float(k[3:]) for r in rows for k in r if k.startswith("lr ")})
