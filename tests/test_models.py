@@ -210,7 +210,6 @@ def test_config_round_trips_through_its_json(profile, dataset, model):
     assert again == cfg and again.hash() == cfg.hash()
 
 
-
 @pytest.mark.parametrize("runs,note", [
     ([], ""),
     ([(3.2, "fp32", 0.466), (6.4, "fp32", None)], "fp32 runs beside the sweep: 46.6 % at lr 3.2, missing at lr 6.4"),

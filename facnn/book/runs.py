@@ -246,22 +246,24 @@ class Runs:
         return {(d, m, r): {s: self.summary_of(self.config(m, r, d, seed=s, **extra)) for s in self.seeds(d)}
                 for d, m, r in runs}
 
+    def _in_store(self, configs: Sequence[Config]) -> list[Config]:
+        """``configs`` with this store's folders and overrides."""
+        from ..config import apply_overrides
+        return [apply_overrides(c, dict(out_dir=str(self.results_dir), progress=False,
+                                        data_root=str(self.data_root), **self.overrides))
+                for c in configs]
+
     def sweep_configs(self, model: str = "fa-pool") -> list[Config]:
         """The profile's learning-rate sweep of ``model`` (facnn.config.SWEEP), in this
         store's folders."""
-        from ..config import apply_overrides, lr_sweep
-        return [apply_overrides(c, dict(out_dir=str(self.results_dir), progress=False,
-                                        data_root=str(self.data_root), **self.overrides))
-                for c in lr_sweep(self.profile, model)]
+        from ..config import lr_sweep
+        return self._in_store(lr_sweep(self.profile, model))
 
     def probes(self, model: str = "fa-pool") -> list[tuple[Config, dict[str, Any] | None]]:
         """(config, summary or None) of each run beside ``model``'s sweep
         (facnn.config.sweep_probes), in this store's folders."""
-        from ..config import apply_overrides, sweep_probes
-        cfgs = [apply_overrides(c, dict(out_dir=str(self.results_dir), progress=False,
-                                        data_root=str(self.data_root), **self.overrides))
-                for c in sweep_probes(self.profile, model)]
-        return [(c, self.summary_of(c)) for c in cfgs]
+        from ..config import sweep_probes
+        return [(c, self.summary_of(c)) for c in self._in_store(sweep_probes(self.profile, model))]
 
     def sweep(self, model: str = "fa-pool") -> dict[float, dict[str, Any] | None]:
         """lr -> summary (None where missing) of each run of ``model``'s sweep."""

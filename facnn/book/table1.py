@@ -293,8 +293,6 @@ def _edge_note(t: pd.DataFrame) -> str:
 def probe_note(probes: Sequence[tuple[Any, Mapping[str, Any] | None]]) -> str:
     """The runs beside a sweep (Runs.probes) in one phrase: "fp32 runs beside the sweep:
     46.6 % at lr 3.2, ..."; "" when there are none."""
-    if not probes:
-        return ""
     by_precision: dict[str, list[str]] = {}
     for cfg, s in probes:
         acc = "missing" if s is None else f"{100 * s['accuracy']:.1f} %"
