@@ -298,7 +298,7 @@ def test_missing_notebook_keeps_code_and_glues_every_key():
     error_cell = {"cell_type": "markdown", "source": '<span style="color:red">An Exception was encountered',
                   "metadata": {"tags": ["papermill-error-cell-tag"]}}
     nb = {"cells": [error_cell,
-                    {"cell_type": "markdown", "source": "# T\n{glue:text}`a:s` and {glue:text}`b`"},
+                    {"cell_type": "markdown", "source": "# T\n{glue:text}`a:s` and {glue:md}`b`"},
                     {"cell_type": "code", "source": "x = 1", "outputs": [{"x": 1}], "execution_count": 3},
                     error_cell,
                     {"cell_type": "markdown", "source": "```{glue:figure} fig\n:name: f\n```"}],
@@ -306,6 +306,7 @@ def test_missing_notebook_keeps_code_and_glues_every_key():
     out = P.missing_notebook(nb, "missing: the weights", ["python -m facnn train x"])
     box = out["cells"][1]
     names = [o["metadata"].get("scrapbook", {}).get("name") for o in box["outputs"]]
+    assert all(P.GLUE_PREFIX + "text/markdown" in o["data"] for o in box["outputs"][1:])   # {glue:md} too
     assert names[1:] == ["a", "b", "fig"] and "python -m facnn train x" in box["outputs"][0]["data"]["text/html"]
     assert out["cells"][2]["outputs"] == [] and out["cells"][2]["source"] == "x = 1"
     assert out["cells"][0]["source"].startswith("# T") and "Exception" not in json.dumps(out)
@@ -484,3 +485,21 @@ def test_the_landing_page_counts_finished_seeds(tmp_path):
     seed0.mkdir(parents=True)
     (seed0 / "summary.json").write_text(json.dumps({"accuracy": 0.5}))
     assert "1 of 15 runs finished" in P.seeds_line(runs)
+
+
+@pytest.mark.parametrize("call,key,mime,expected", [
+    (lambda pub: pub.commands("c", ["python -m facnn train --set a=<1>", ""]), "c", "_repr_html_",
+     '<pre class="facnn-commands">python -m facnn train --set a=&lt;1&gt;</pre>'),
+    (lambda pub: pub.commands("c", ["", ""], "none: every run is here"), "c", "_repr_html_",
+     "<p>none: every run is here</p>"),
+    (lambda pub: pub.prose("p", "run `make test`"), "p", "_repr_markdown_", "run `make test`"),
+    (lambda pub: pub.text("t", None), "t", None, "—"),
+    (lambda pub: pub.text("t", 0.5, "{:.2f}"), "t", None, "0.50"),
+])
+def test_publish_glues_what_the_page_pastes(monkeypatch, call, key, mime, expected):
+    from facnn.book import publish as pub
+    glued = {}
+    monkeypatch.setattr(pub, "_glue", lambda k, obj: glued.__setitem__(k, obj))
+    call(pub)
+    obj = glued[key]
+    assert (getattr(obj, mime)() if mime else obj) == expected

@@ -142,6 +142,27 @@ def test_a_sweep_whose_best_rate_is_on_the_grids_edge_says_so(accs, note):
     assert (note in got) and (bool(note) == bool(got))
 
 
+@pytest.mark.parametrize("runs,note", [
+    ([], "best at the grid's largest rate: the optimum may lie above 0.4"),
+    ([(0.4, "fp32", 0.46), (0.8, "fp32", 0.37)],
+     "best at the grid's largest rate, 0.4, but the fp32 runs beside the sweep fall from 46.0 % at lr 0.4 "
+     "to 37.0 % at lr 0.8: the optimum is not above the grid"),
+    ([(0.4, "fp32", 0.46), (0.8, "fp32", 0.47)],
+     "may lie above 0.4; fp32 runs beside the sweep: 46.0 % at lr 0.4, 47.0 % at lr 0.8"),
+    ([(0.4, "fp32", 0.46), (0.8, "fp32", None)],
+     "may lie above 0.4; fp32 runs beside the sweep: 46.0 % at lr 0.4, missing at lr 0.8"),
+    ([(0.8, "fp32", 0.37)], "may lie above 0.4; fp32 runs beside the sweep: 37.0 % at lr 0.8"),
+])
+def test_runs_beside_a_sweep_settle_its_top_edge_only_when_accuracy_falls(runs, note):
+    import pandas as pd
+    from facnn.book.table1 import sweeps_view
+    t = pd.DataFrame({"lr": [0.1, 0.2, 0.4], "test accuracy (%)": [40.0, 41.0, 43.0], "precision": "bf16"})
+    probes = [(preset("cpu", "cifar10", "fa-pool", lr=lr, precision=p), None if a is None else {"accuracy": a})
+              for lr, p, a in runs]
+    got = sweeps_view({"m": t}, {"m": 0.2}, {"m": 0.2}, {"m": probes}).iloc[0]["note"]
+    assert got.endswith(note)
+
+
 @pytest.mark.parametrize("accs,n,status,best", [
     ([30.0, 40.0, 35.0], 10000, ["done"] * 3, 0.2),
     ([40.0, 40.0, 35.0], 10000, ["done"] * 3, 0.1),     # a tie goes to the smaller rate

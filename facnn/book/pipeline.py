@@ -78,8 +78,8 @@ _GLUE_REF = re.compile(r"\{glue(?::\w+)?\}`([^`]+)`|```\{glue(?::\w+)?\}\s+(\S+)
 
 
 def glue_keys(nb: dict) -> list[str]:
-    """The glue keys a notebook's markdown refers to (``{glue:text}`key:s``` and
-    ```{glue:figure} key```), each once."""
+    """The glue keys a notebook's markdown refers to (``{glue:text}`key:s```,
+    ``{glue:md}`key``` and ```{glue:figure} key```), each once."""
     keys: dict[str, None] = {}
     for cell in nb["cells"]:
         if cell["cell_type"] == "markdown":
@@ -90,7 +90,8 @@ def glue_keys(nb: dict) -> list[str]:
 
 def _placeholder(key: str, html: str) -> dict:
     return {"output_type": "display_data", "metadata": {"scrapbook": {"name": key, "mime_prefix": GLUE_PREFIX}},
-            "data": {GLUE_PREFIX + "text/plain": "'missing'", GLUE_PREFIX + "text/html": html}}
+            "data": {GLUE_PREFIX + "text/plain": "'missing'", GLUE_PREFIX + "text/html": html,
+                     GLUE_PREFIX + "text/markdown": "missing"}}     # {glue:md} reads only this
 
 
 def missing_notebook(executed: dict, error: str, commands: list[str]) -> dict:

@@ -2,6 +2,7 @@
 and tables (myst-nb glue), each with its provenance, and the chapter's verdicts.
 
 The chapter's markdown cells place them: ``{glue:text}`key:s``` for a number,
+``{glue:md}`key``` for a sentence,
 ```{glue:figure} key``` with a caption for a figure, ```{glue} key``` for a table.
 """
 from __future__ import annotations
@@ -100,9 +101,24 @@ def table(key: str, df, provenance: Provenance | None = None, floatfmt: str = "{
     _glue(key, HTML(table_html(df, provenance, floatfmt)))
 
 
+def commands(key: str, lines, none: str = "none") -> None:
+    """Glue shell commands as one block for ```{glue} key```, one per line, wrapped
+    rather than scrolled; ``none`` as text when there are none."""
+    lines = [c for c in lines if c]
+    body = "\n".join(escape(c) for c in lines)
+    _glue(key, HTML(f'<pre class="facnn-commands">{body}</pre>' if lines else f"<p>{escape(none)}</p>"))
+
+
 def text(key: str, value: Any, fmt: str = "{}") -> None:
     """Glue a number or short text for ``{glue:text}`key:s```."""
     _glue(key, "—" if value is None else fmt.format(value))
+
+
+def prose(key: str, markdown: str) -> None:
+    """Glue a sentence or more of Markdown for ``{glue:md}`key```: set as ordinary text
+    (``{glue:text}`` sets a glued number in bold), with its `code` and **emphasis**."""
+    from IPython.display import Markdown
+    _glue(key, Markdown(markdown))
 
 
 def texts(values: dict[str, Any], prefix: str = "", fmt: str = "{}") -> None:
