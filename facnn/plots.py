@@ -12,6 +12,7 @@ import math
 import textwrap
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 import numpy as np
 
 MAX_WIDTH = 7.5     # inches
@@ -145,6 +146,10 @@ def learning_curves(histories, title: str | None = None):
         a2.plot(h["epoch"], h["train_loss"], marker="o", ms=3, label=label)
     a1.set(xlabel="epoch", ylabel="test accuracy (%)")
     a2.set(xlabel="epoch", ylabel="training loss", yscale="log")
+    # a loss spans about one decade: label 0.5, 1, 2, 3 plainly, not as 10^0 and 2x10^0
+    a2.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 3, 5)))
+    a2.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    a2.yaxis.set_minor_formatter(NullFormatter())
     for a in (a1, a2):
         a.grid(alpha=0.3)
     if histories:   # below both panels, where it covers no curve
