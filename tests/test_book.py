@@ -135,6 +135,7 @@ def test_table1_questions_decide_by_paired_seeds_and_write_the_verdict_file(tmp_
     assert 'facnn-fails">fails<' in md and 'facnn-holds">holds<' in md and "(../notebooks/01_training.ipynb)" in md
     assert md.startswith(f"**{len(entries) + 1} claims checked at profile `cpu`:** 2 holds, 2 fails, 3 inconclusive, 0 not run.")
     assert "| 5.28 (ImageNet-100) |" in md and "| 5.28 |" not in md
+    assert "| imagenet20 |" in md and "| ImageNet-20 |" in C.verdict_table_md(doc, names={"imagenet20": "ImageNet-20"})
     with pytest.raises(ValueError, match="verdict"):
         C.entry("x", "s", "t", None, "m", None, None, "maybe", "p")
 

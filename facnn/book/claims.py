@@ -22,7 +22,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 VERDICTS = ("holds", "fails", "inconclusive", "not run")
 FIELDS = ("id", "source", "statement", "dataset", "metric", "paper", "ours", "ci95",
@@ -136,9 +136,11 @@ def fmt(v: float | None, digits: int = 2) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
-def verdict_table_md(doc: dict[str, Any], link_prefix: str = "") -> str:
-    """The landing page's verdict table (markdown): claim, paper, ours (with interval and
-    seeds), verdict, link to the chapter."""
+def verdict_table_md(doc: dict[str, Any], link_prefix: str = "", names: Mapping[str, str] | None = None
+                     ) -> str:
+    """The landing page's verdict table (markdown): claim, dataset (by its name in
+    ``names``, e.g. cifar10 -> CIFAR-10), paper, ours (with interval and seeds), verdict,
+    link to the chapter."""
     icon = {v: f'<span class="facnn-verdict facnn-{v.replace(" ", "-")}">{v}</span>' for v in VERDICTS}
     counts = {v: sum(c["verdict"] == v for c in doc["claims"]) for v in VERDICTS}
     lines = [f"**{len(doc['claims'])} claims checked at profile `{doc['profile']}`:** "
@@ -153,6 +155,7 @@ def verdict_table_md(doc: dict[str, Any], link_prefix: str = "") -> str:
         # a stand-in dataset's claim compares with the paper's number on another dataset
         other = re.search(r"paper: its (.+?) effect", c.get("metric") or "")
         paper = fmt(c["paper"]) + (f" ({other.group(1)})" if other and c["paper"] is not None else "")
-        lines.append(f"| {statement} | {c['dataset'] or '—'} | {paper} | "
+        dataset = (names or {}).get(c["dataset"], c["dataset"]) or "—"
+        lines.append(f"| {statement} | {dataset} | {paper} | "
                      f"{fmt(c['ours'])} | {ci} | {icon[c['verdict']]} | {page} |")
     return "\n".join(lines)

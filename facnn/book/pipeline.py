@@ -181,11 +181,11 @@ def executed_profile(path: Path) -> str | None:
 def landing(root: Path, profile: str, results_dir: Path, doc: dict | None) -> None:
     """Write book/_generated/{verdicts,scale,seeds,build}.md for the landing page."""
     from . import claims
-    from .runs import Runs
+    from .runs import DATASET_NAMES, Runs
     out = root / GENERATED
     out.mkdir(parents=True, exist_ok=True)
     if doc and doc["claims"]:
-        table = claims.verdict_table_md(doc, link_prefix="../notebooks/")
+        table = claims.verdict_table_md(doc, link_prefix="../notebooks/", names=DATASET_NAMES)
     else:
         table = (f"No verdicts yet at profile `{profile}`: the chapters record them when they "
                  f"run (`make book PROFILE={profile}`).")
