@@ -167,6 +167,9 @@ def test_rate_sensitivity_answers_each_question_at_own_and_shared_rates(tmp_path
     skip = v.loc[T1.QUESTIONS[1][1]]                     # pool_vs_linear: shared lacks fa-pool
     assert len(v) == 1 and skip["own rates"].endswith("3 seeds: holds")
     assert skip["all at lr 0.8"].startswith("-0.50 [") and skip["verdict changes"] == "yes"
+    assert T1.rate_flips(own, shared, 0.8) == ("CIFAR-10, dampened skip vs Vanilla: holds at the own rates, "
+                                               "inconclusive at 0.8")
+    assert T1.rate_flips(own, own, 0.8) == "none"
     none = T1.table1_questions(_runs({("cifar10", "fa-linear", "minimal"): [], ("cifar10", "vanilla", "minimal"): []}), "cpu")
     assert T1.rate_sensitivity(own, none, 0.8).iloc[0][["all at lr 0.8", "verdict changes"]].tolist() == ["not run", "—"]
     runs = Runs("cpu", results_dir=tmp_path)

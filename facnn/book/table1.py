@@ -170,7 +170,8 @@ def rate_sensitivity(own: pd.DataFrame, shared: pd.DataFrame, lr: float) -> pd.D
         if row["ours"] is None or row["ours"] != row["ours"]:   # None or NaN: no paired seed
             return "not run"
         ci = "" if row["ci95"] is None else f" [{row['ci95'][0]:+.2f}, {row['ci95'][1]:+.2f}]"
-        return f"{row['ours']:+.2f}{ci}, {row['seeds']} seeds: {row['verdict']}"
+        n = row["seeds"]
+        return f"{row['ours']:+.2f}{ci}, {n} seed{'s' * (n != 1)}: {row['verdict']}"
     def changes(a, b) -> str:
         if "not run" in (a["verdict"], b["verdict"]):
             return "—"
@@ -182,6 +183,19 @@ def rate_sensitivity(own: pd.DataFrame, shared: pd.DataFrame, lr: float) -> pd.D
             for r in own.to_dict("records") if r["id"] in by_id]
     return pd.DataFrame(rows, columns=["dataset", "question", "own rates", f"all at lr {lr:g}",
                                        "verdict changes"])
+
+
+def rate_flips(own: pd.DataFrame, shared: pd.DataFrame, lr: float) -> str:
+    """The questions whose verdict changes between the models' own rates and one shared
+    rate, in one sentence ("ImageNet-20, dampened skip vs Vanilla: fails at the own rates,
+    holds at 0.8"); "none" when no decided verdict changes."""
+    by_id = {r["id"]: r for r in shared.to_dict("records")}
+    flips = [f"{r['dataset']}, {SHORT.get(r['id'].rsplit('.', 1)[-1], r['question'])}: {r['verdict']} "
+             f"at the own rates, {by_id[r['id']]['verdict']} at {lr:g}"
+             for r in own.to_dict("records") if r["id"] in by_id
+             and "not run" not in (r["verdict"], by_id[r["id"]]["verdict"])
+             and r["verdict"] != by_id[r["id"]]["verdict"]]
+    return "; ".join(flips) or "none"
 
 
 def questions_view(q: pd.DataFrame) -> pd.DataFrame:
