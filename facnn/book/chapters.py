@@ -534,9 +534,14 @@ def class_index(test: D.ArrayDataset, class_name: str) -> int:
     return list(test.classes).index(class_name)
 
 
+def images_of_class(test: D.ArrayDataset, class_name: str) -> Tensor:
+    """Indices of the test images of class ``class_name``."""
+    return torch.nonzero(test.labels == class_index(test, class_name))[:, 0]
+
+
 def first_of_class(test: D.ArrayDataset, class_name: str, seed: int = 0) -> int:
     """A test image of class ``class_name``, drawn with ``seed``."""
-    idx = torch.nonzero(test.labels == class_index(test, class_name))[:, 0]
+    idx = images_of_class(test, class_name)
     return int(idx[torch.randint(len(idx), (1,), generator=torch.Generator().manual_seed(seed))])
 
 
@@ -569,10 +574,9 @@ def qualitative_photo(model, path: str | Path, class_name: str | None, class_nam
 def runner_up_image(model, test: D.ArrayDataset, first: str, second: str) -> int:
     """The test image of class ``first`` to which the model gives the highest probability of
     class ``second`` (the paper's Figure 5: a crate whose scene pulls toward "ashcan")."""
-    a, b = class_index(test, first), class_index(test, second)
-    idx = torch.nonzero(test.labels == a)[:, 0]
+    idx = images_of_class(test, first)
     with torch.no_grad():
-        p = model.probabilities(test.normalised(idx)).float()[:, b]
+        p = model.probabilities(test.normalised(idx)).float()[:, class_index(test, second)]
     return int(idx[int(p.argmax())])
 
 
