@@ -100,8 +100,8 @@ AT_SCALE = {
                       "more than the accuracy they converge to",
     "skip_vs_vanilla": "a plain stack degrades with depth, so the dampened skip should matter "
                        "more at the paper's 24 layers than at a reduced depth",
-    "fa_vs_resnet18": "the reduced ResNet-18 is narrower than the paper's (first stage 64 "
-                      "channels) and both are far from converged",
+    "fa_vs_resnet18": "the reduced ResNet-18 and FA-CNN shrink by different factors (the "
+                      "chapter gives their parameter counts) and both are far from converged",
     "resnet18_standard_vs_minimal": "the standard recipe's decays come after a third and half "
                                     "of training, and a few epochs leave little to decay",
 }
