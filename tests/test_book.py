@@ -166,10 +166,10 @@ def test_rate_sensitivity_answers_each_question_at_own_and_shared_rates(tmp_path
     assert list(v.columns) == ["dataset", "own rates", "all at lr 0.8", "verdict changes"]
     skip = v.loc[T1.QUESTIONS[1][1]]                     # pool_vs_linear: shared lacks fa-pool
     assert len(v) == 1 and skip["own rates"].endswith("3 seeds: holds")
-    assert skip["all at lr 0.8"].startswith("-0.50 [") and skip["verdict changes"] == "yes"
-    assert T1.rate_flips(own, shared, 0.8) == ("CIFAR-10, dampened skip vs Vanilla: holds at the own rates, "
-                                               "inconclusive at 0.8")
-    assert T1.rate_flips(own, own, 0.8) == "none"
+    assert skip["all at lr 0.8"].startswith("-0.50 [") and skip["verdict changes"] == "decided in one only"
+    assert T1.rate_flips(own, shared, 0.8) == "none"    # holds -> inconclusive is less evidence, not a flip
+    flipped = own.assign(verdict=["fails" if i.endswith("skip_vs_vanilla") else v for i, v in zip(own["id"], own["verdict"])])
+    assert T1.rate_flips(own, flipped, 0.8) == "CIFAR-10, dampened skip vs Vanilla: holds at the own rates, fails at 0.8"
     none = T1.table1_questions(_runs({("cifar10", "fa-linear", "minimal"): [], ("cifar10", "vanilla", "minimal"): []}), "cpu")
     assert T1.rate_sensitivity(own, none, 0.8).iloc[0][["all at lr 0.8", "verdict changes"]].tolist() == ["not run", "—"]
     runs = Runs("cpu", results_dir=tmp_path)
@@ -180,6 +180,14 @@ def test_rate_sensitivity_answers_each_question_at_own_and_shared_rates(tmp_path
     (folder / "summary.json").write_text(json.dumps({"accuracy": 0.5}))
     assert runs.by_seed([("cifar10", "vanilla", "minimal")], lr=0.8)[("cifar10", "vanilla", "minimal")][2] == {"accuracy": 0.5}
     assert runs.by_seed([("cifar10", "vanilla", "minimal")])[("cifar10", "vanilla", "minimal")][2] is None
+
+
+@pytest.mark.parametrize("a,b,change", [("holds", "fails", "flips"), ("fails", "holds", "flips"),
+                                         ("holds", "inconclusive", "decided in one only"),
+                                         ("inconclusive", "fails", "decided in one only"), ("holds", "holds", "no"),
+                                         ("inconclusive", "inconclusive", "no"), ("not run", "holds", "—")])
+def test_verdict_change_tells_a_flip_from_less_evidence(a, b, change):
+    assert T1.verdict_change(a, b) == change
 
 
 @pytest.mark.parametrize("first, second, kept", [("not run", "holds", "holds"), ("fails", "not run", "fails"),

@@ -162,39 +162,45 @@ def table1_questions(runs, profile: str, reference: str = "cifar10") -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def verdict_change(a: str, b: str) -> str:
+    """How a question's verdict moves between two settings: "flips" (holds <-> fails),
+    "decided in one only" (one side inconclusive), "no", or "—" (one side not run)."""
+    if "not run" in (a, b):
+        return "—"
+    if a == b:
+        return "no"
+    return "flips" if {a, b} == {"holds", "fails"} else "decided in one only"
+
+
 def rate_sensitivity(own: pd.DataFrame, shared: pd.DataFrame, lr: float) -> pd.DataFrame:
     """Each question answered twice: with every model at its own sweep's rate (``own``, the
     verdicts of record) and with every minimal-recipe model at one shared rate ``lr``
-    (``shared``, both from table1_questions). Questions ``shared`` lacks are left out."""
+    (``shared``, both from table1_questions), and how the verdict moves (verdict_change).
+    Questions ``shared`` lacks are left out."""
     def cell(row) -> str:
         if row["ours"] is None or row["ours"] != row["ours"]:   # None or NaN: no paired seed
             return "not run"
         ci = "" if row["ci95"] is None else f" [{row['ci95'][0]:+.2f}, {row['ci95'][1]:+.2f}]"
         n = row["seeds"]
         return f"{row['ours']:+.2f}{ci}, {n} seed{'s' * (n != 1)}: {row['verdict']}"
-    def changes(a, b) -> str:
-        if "not run" in (a["verdict"], b["verdict"]):
-            return "—"
-        return _yes(a["verdict"] != b["verdict"])
     by_id = {r["id"]: r for r in shared.to_dict("records")}
     rows = [{"dataset": r["dataset"], "question": r["question"], "own rates": cell(r),
              f"all at lr {lr:g}": cell(by_id[r["id"]]),
-             "verdict changes": changes(r, by_id[r["id"]])}
+             "verdict changes": verdict_change(r["verdict"], by_id[r["id"]]["verdict"])}
             for r in own.to_dict("records") if r["id"] in by_id]
     return pd.DataFrame(rows, columns=["dataset", "question", "own rates", f"all at lr {lr:g}",
                                        "verdict changes"])
 
 
 def rate_flips(own: pd.DataFrame, shared: pd.DataFrame, lr: float) -> str:
-    """The questions whose verdict changes between the models' own rates and one shared
-    rate, in one sentence ("ImageNet-20, dampened skip vs Vanilla: fails at the own rates,
-    holds at 0.8"); "none" when no decided verdict changes."""
+    """The questions whose verdict flips (holds <-> fails) between the models' own rates and
+    one shared rate, in one sentence ("ImageNet-20, dampened skip vs Vanilla: fails at the
+    own rates, holds at 0.8"); "none"."""
     by_id = {r["id"]: r for r in shared.to_dict("records")}
     flips = [f"{r['dataset']}, {SHORT.get(r['id'].rsplit('.', 1)[-1], r['question'])}: {r['verdict']} "
              f"at the own rates, {by_id[r['id']]['verdict']} at {lr:g}"
              for r in own.to_dict("records") if r["id"] in by_id
-             and "not run" not in (r["verdict"], by_id[r["id"]]["verdict"])
-             and r["verdict"] != by_id[r["id"]]["verdict"]]
+             and verdict_change(r["verdict"], by_id[r["id"]]["verdict"]) == "flips"]
     return "; ".join(flips) or "none"
 
 
@@ -210,10 +216,6 @@ def questions_view(q: pd.DataFrame) -> pd.DataFrame:
                          "paper (points)": paper,
                          "ours (points)": q["ours"].map(lambda v: "—" if v is None or v != v else f"{v:+.2f}"),
                          "95 % interval": ci, "seeds": q["seeds"], "verdict": q["verdict"]})
-
-
-def _yes(b: bool) -> str:
-    return "yes" if b else "no"
 
 
 # -- the learning-rate sweep ---------------------------------------------------------------
