@@ -292,23 +292,24 @@ def precision_check(runs, lr: float) -> tuple[pd.DataFrame, list] | None:
     return pd.DataFrame(rows), configs
 
 
-def _edge_note(t: pd.DataFrame, probes: Sequence[tuple[Any, Mapping[str, Any] | None]] = ()) -> str:
-    """Where a finished sweep's best rate lies on the edge of its grid, which side the
-    optimum may lie beyond; "" otherwise (an interior best brackets the optimum). Runs
-    beside the sweep (probes) at the edge rate and above it settle the top edge: when
-    every one above is worse than the one at the edge, the optimum is not above the grid."""
+def _sweep_note(t: pd.DataFrame, probes: Sequence[tuple[Any, Mapping[str, Any] | None]] = ()) -> str:
+    """A finished sweep's note: where its best rate lies on the edge of its grid, which side
+    the optimum may lie beyond, then the runs beside it (probe_note); "" when neither applies
+    (an interior best brackets the optimum). Probes at the edge rate and above it settle the
+    top edge: when every one above is worse than the one at the edge, the note says the
+    optimum is not above the grid, and their accuracies are in that sentence."""
     acc = t["test accuracy (%)"]
-    if acc.isna().any() or len(t) < 2:
-        return ""
-    best = t.loc[acc.idxmax(), "lr"]
-    if best == t["lr"].max():
-        falls = _falls_above(best, probes)
-        if falls:
-            return f"best at the grid's largest rate, {best:g}, but {falls}: the optimum is not above the grid"
-        return f"best at the grid's largest rate: the optimum may lie above {best:g}"
-    if best == t["lr"].min():
-        return f"best at the grid's smallest rate: the optimum may lie below {best:g}"
-    return ""
+    edge = ""
+    if not acc.isna().any() and len(t) >= 2:
+        best = t.loc[acc.idxmax(), "lr"]
+        if best == t["lr"].max():
+            falls = _falls_above(best, probes)
+            if falls:
+                return f"best at the grid's largest rate, {best:g}, but {falls}: the optimum is not above the grid"
+            edge = f"best at the grid's largest rate: the optimum may lie above {best:g}"
+        elif best == t["lr"].min():
+            edge = f"best at the grid's smallest rate: the optimum may lie below {best:g}"
+    return "; ".join(n for n in (edge, probe_note(probes)) if n)
 
 
 def _falls_above(edge: float, probes: Sequence[tuple[Any, Mapping[str, Any] | None]]) -> str:
@@ -343,7 +344,7 @@ def sweeps_view(tables: Mapping[str, pd.DataFrame], chosen: Mapping[str, float |
                 ) -> pd.DataFrame:
     """One row per model: its final test accuracy (%) at each learning rate of the sweep,
     the rule's choice (sweep_best), the rate Table 1 trains it with, and a note (the best
-    rate on the grid's edge; the runs beside the sweep, probe_note)."""
+    rate on the grid's edge; the runs beside the sweep: _sweep_note)."""
     rows = []
     for m, t in tables.items():
         row: dict[str, Any] = {"model": m, "precision": ", ".join(dict.fromkeys(t["precision"]))}
@@ -351,9 +352,7 @@ def sweeps_view(tables: Mapping[str, pd.DataFrame], chosen: Mapping[str, float |
             row[f"lr {lr:g}"] = acc
         row["rule's choice"] = "incomplete" if chosen.get(m) is None else f"{chosen[m]:g}"
         row["trained with"] = f"{defaults[m]:g}"
-        beside = (probes or {}).get(m, ())
-        edge = _edge_note(t, beside)
-        row["note"] = edge if "beside the sweep" in edge else "; ".join(n for n in (edge, probe_note(beside)) if n)
+        row["note"] = _sweep_note(t, (probes or {}).get(m, ()))
         rows.append(row)
     # every rate any sweep ran, in order, before the choice ("—" where a sweep did not run it)
     lrs = sorted({float(k[3:]) for r in rows for k in r if k.startswith("lr ")})
