@@ -218,19 +218,46 @@ class CifarResNet(Classifier):
 
 
 class TorchvisionResNet(Classifier):
-    """torchvision's ResNet-18/50 (for ImageNet-size inputs), with the Classifier API.
-    The torchvision module is ``self.net``; its stages are reachable as ``net.layer4`` etc."""
+    """torchvision's ResNet-18/50 (for ImageNet-size inputs: 7x7 stride-2 stem, max-pool),
+    with the Classifier API. ``width`` is the first stage's channels: 64 is torchvision's
+    own network; other widths scale every stage alike (see torchvision_resnet). The
+    torchvision module is ``self.net``; its stages are reachable as ``net.layer4`` etc."""
 
-    def __init__(self, name: str, num_classes: int):
+    def __init__(self, name: str, num_classes: int, width: int = 64):
         super().__init__()
-        import torchvision
-        num_classes = check_int("num_classes", num_classes, 1)
-        self.net = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
-        self.num_classes, self.min_size = num_classes, 32
+        num_classes, width = check_int("num_classes", num_classes, 1), check_int("width", width, 1)
+        self.net = torchvision_resnet(name, num_classes, width)
+        self.num_classes, self.min_size, self.width = num_classes, 32, width
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         return self.net(x)
+
+
+def torchvision_resnet(name: str, num_classes: int, width: int = 64) -> nn.Module:
+    """torchvision's ``resnet18``/``resnet50`` with stages of width, 2 width, 4 width and
+    8 width channels (times the block's expansion). torchvision fixes 64; a reduced profile
+    asks for fewer (cpu: 16), so the stem, the four stages and the classifier are rebuilt
+    with torchvision's own ``_make_layer`` and initialisation: same blocks, same strides,
+    same module names, only narrower."""
+    import torchvision
+    net = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+    if width == 64:
+        return net
+    block, counts = type(net.layer1[0]), _RESNET[name][1]
+    net.inplanes = width
+    net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(width)
+    for i, n in enumerate(counts):
+        setattr(net, f"layer{i + 1}", net._make_layer(block, width * 2 ** i, n, stride=1 if i == 0 else 2))
+    net.fc = nn.Linear(width * 8 * block.expansion, num_classes)
+    for m in net.modules():   # torchvision.models.ResNet.__init__'s initialisation
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+    return net
 
 
 @contextmanager
@@ -282,6 +309,9 @@ def build_model(name: str, num_classes: int, **overrides: Any) -> Classifier:
     ``overrides`` are FACNN arguments (maps_per_class, depth, pool_every, width, block,
     stem, eps) or, for ResNets, ``form`` ("cifar" or "torchvision") and ``width``.
     """
+    if isinstance(name, Config):
+        raise TypeError("build_model takes a model name such as 'fa-pool'; to build the model "
+                        "a Config describes, call facnn.models.model_from_config(cfg)")
     num_classes = check_int("num_classes", num_classes, 1)
     if name in ("fa-pool", "fa-linear", "vanilla"):
         head = "pool" if name == "fa-pool" else "linear"
@@ -293,7 +323,7 @@ def build_model(name: str, num_classes: int, **overrides: Any) -> Classifier:
         _check_kwargs(name, overrides, {"form", "width"})
         check_choice("form", overrides.get("form", "cifar"), ("cifar", "torchvision"))
         if overrides.get("form", "cifar") == "torchvision":
-            return TorchvisionResNet(name, num_classes)
+            return TorchvisionResNet(name, num_classes, overrides.get("width", 64))
         return CifarResNet(name, num_classes, overrides.get("width", 64))
     raise ValueError(f"unknown model {name!r}; choose one of fa-pool, fa-linear, vanilla, "
                      f"resnet18, resnet50")

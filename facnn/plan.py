@@ -50,9 +50,9 @@ SWEEP_MODELS = ("fa-pool", "fa-linear", "vanilla", "resnet18")
 
 # Training-set and test-set sizes. ImageNet-100: 100 classes of the ILSVRC-2012 train set
 # average 1281 images (1,281,167 / 1000; the exact count depends on the seeded class choice),
-# 50 validation images each.
-TRAIN_SIZE = {"cifar10": 50_000, "cifar100": 50_000, "imagenet100": 128_117, "imagenet20": 25_623}
-TEST_SIZE = {"cifar10": 10_000, "cifar100": 10_000, "imagenet100": 5_000, "imagenet20": 1_000}
+# 50 validation images each. ImageNet-20: 20 classes x 500 train + 100 val (../shared/data/imagenet20).
+TRAIN_SIZE = {"cifar10": 50_000, "cifar100": 50_000, "imagenet100": 128_117, "imagenet20": 10_000}
+TEST_SIZE = {"cifar10": 10_000, "cifar100": 10_000, "imagenet100": 5_000, "imagenet20": 2_000}
 
 DEVICE_KINDS = ("cpu-2core", "h200")
 SMALL_GFLOP = 1.0    # forward GFLOPs per image below which a model is "small" (launch/overhead bound)

@@ -149,10 +149,10 @@ def test_the_chapters_models_keep_their_seed0_runs_and_table1_uses_each_models_r
 
 def test_seed_changes_name_the_preset_and_who_uses_it(monkeypatch):
     from facnn.book import runs as R
-    assert R.seed_changes("cpu").startswith("CIFAR-10 seeds 1, 2, 3: precision=fp32 (the preset: precision=bf16);")
+    assert R.seed_changes("cpu").startswith("CIFAR-10 seeds 1, 2, 3: precision=fp32 (the preset: precision=bf16)")
     monkeypatch.setitem(R.SEEDS, "cpu", {**R.SEEDS["cpu"], "cifar10": (0, 1, 2, 3)})
     assert R.seed_changes("cpu").startswith("CIFAR-10 seeds 1, 2, 3: precision=fp32 (the preset: "
-                                            "precision=bf16, used by seed 0);")
+                                            "precision=bf16, used by seed 0)")
     assert R.seed_changes("smoke") == ""
 
 
@@ -272,6 +272,50 @@ def test_a_changed_chapter_computation_marks_its_result_stale(tmp_path, monkeypa
     assert values["x"] == 2 and Cc.stale_entries(root) == []
 
 
+_CHAPTER = '''TOL = 0.05
+BANDS = (0.1, 0.2)
+
+
+def _helper(x):
+    return x > TOL
+
+
+def unused(x):
+    return -x
+
+
+def study(n):
+    """doc"""
+    return {"x": _helper(n), "b": BANDS}
+'''
+
+
+# (an edit of the chapter module above, whether the study's fingerprint changes)
+@pytest.mark.parametrize("old,new,changes", [
+    ("TOL = 0.05", "TOL = 0.06", True),                   # a constant it reaches through a helper
+    ("return x > TOL", "return x >= TOL", True),          # a helper it calls
+    ("BANDS = (0.1, 0.2)", "BANDS = (0.1, 0.3)", True),   # a constant it names
+    ("return -x", "return x", False),                     # a function it never reaches
+    ('"""doc"""', '"""another doc"""', False),            # a docstring
+    ('return {"x"', '# why\n    return {"x"', False),     # a comment
+])
+def test_a_functions_fingerprint_covers_the_helpers_and_constants_it_reaches(tmp_path, monkeypatch,
+                                                                           old, new, changes):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = tmp_path / "chapter_fp.py"
+    mod.write_text(_CHAPTER)
+    sys.modules.pop("chapter_fp", None)
+    import chapter_fp
+    before = Cc.fingerprint([chapter_fp.study])
+    assert old in _CHAPTER
+    mod.write_text(_CHAPTER.replace(old, new))
+    sys.modules.pop("chapter_fp")
+    import chapter_fp as edited
+    assert (Cc.fingerprint([edited.study]) != before) == changes
+    assert Cc.fingerprint(["chapter_fp.study"]) == Cc.fingerprint([edited.study])
+    sys.modules.pop("chapter_fp")
+
+
 @pytest.mark.parametrize("value,error", [("maybe", "fresh='maybe'"), (2, "fresh=2")])
 def test_fresh_takes_only_known_values(value, error):
     with pytest.raises(ValueError, match=re.escape(error)):
@@ -291,7 +335,7 @@ def test_a_missing_run_raises_with_the_command(tmp_path):
 
 @pytest.mark.parametrize("dataset, seed, precision", [("cifar10", 0, "bf16"), ("cifar10", 1, "fp32"),
                                                       ("cifar10", 3, "fp32"), ("cifar100", 0, "bf16"),
-                                                      ("cifar100", 1, "fp32"), ("imagenet20", 1, "fp32")])
+                                                      ("cifar100", 1, "bf16"), ("imagenet20", 1, "fp32")])
 def test_a_seeds_config_changes_reach_its_run_and_command(tmp_path, dataset, seed, precision):
     runs = Runs("cpu", results_dir=tmp_path)
     cfg = runs.config("fa-pool", dataset=dataset, seed=seed)
@@ -488,7 +532,7 @@ def test_an_expensive_result_is_never_computed_by_a_plain_build(tmp_path, clean_
 def test_the_landing_page_counts_finished_seeds(tmp_path):
     runs = Runs("cpu", results_dir=tmp_path)
     assert P.seeds_line(runs).startswith("Seeds: CIFAR-10 seeds 1, 2, 3 for each of 5 models, 0 of 15 runs finished; "
-                                         "CIFAR-100 seed 1 for each of 3 models, 0 of 3 runs finished")
+                                         "CIFAR-100 seed 0 for each of 3 models, 0 of 3 runs finished")
     folder = runs.run_dir(runs.config("fa-pool", seed=1))
     folder.mkdir(parents=True)
     (folder / "summary.json").write_text(json.dumps({"accuracy": 0.5}))

@@ -36,6 +36,39 @@ def test_resnets(name, form, size):
     torch.testing.assert_close(m.probabilities(torch.randn(1, 3, size, size)).sum(), torch.tensor(1.0))
 
 
+# (name, width): torchvision's own net at 64; narrower stages at the reduced profiles' widths
+@pytest.mark.parametrize("name,width", [("resnet18", 64), ("resnet18", 16), ("resnet18", 8),
+                                        ("resnet50", 64), ("resnet50", 16)])
+def test_torchvision_resnet_honours_width(name, width):
+    import torchvision
+    m = build_model(name, 7, form="torchvision", width=width).eval()
+    ref = getattr(torchvision.models, name)(weights=None, num_classes=7)
+    ours, theirs = m.net.state_dict(), ref.state_dict()
+    assert list(ours) == list(theirs)          # same modules, same names (net.layer4 ...)
+    scale = width / 64
+    for k, v in theirs.items():                # every channel count scaled by width / 64
+        want = tuple(d if (k.startswith("fc.") and i == 0) or (k == "conv1.weight" and i == 1)
+                     or v.dim() == 0 or (v.dim() == 4 and i >= 2) else int(d * scale)
+                     for i, d in enumerate(v.shape))
+        assert tuple(ours[k].shape) == want, k
+    assert m(torch.randn(2, 3, 84, 84)).shape == (2, 7)
+    if width == 64:                            # torchvision's own model, untouched
+        assert type(m.net) is type(ref)
+
+
+def test_config_width_reaches_the_imagenet_resnet():
+    """The cpu preset's resnet_width=16 once built a width-64 net: the field was dropped."""
+    cfg = preset("cpu", "imagenet20", "resnet18")
+    m = model_from_config(cfg)
+    assert (cfg.resnet_width, m.net.conv1.out_channels, m.net.fc.in_features) == (16, 16, 128)
+    assert sum(p.numel() for p in m.parameters()) < 0.8e6
+
+
+def test_build_model_refuses_a_config():
+    with pytest.raises(TypeError, match="model_from_config"):
+        build_model(preset("cpu", "cifar10", "fa-pool"), 10)
+
+
 def test_paper_presets_match_spec():
     c10 = preset("paper", "cifar10", "fa-pool")
     assert (c10.depth, c10.pool_every, c10.channels, c10.maps_per_class, c10.epochs) == (24, 8, 200, 20, 300)

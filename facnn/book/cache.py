@@ -78,10 +78,44 @@ def code_name(item: Code) -> str:
     return item if isinstance(item, str) else f"{item.__module__}.{item.__qualname__}"
 
 
+def _top_level(module: Any) -> dict[str, ast.AST]:
+    """name -> the normalised top-level statement that defines it (def, class, assignment)."""
+    defs: dict[str, ast.AST] = {}
+    for node in _strip(ast.parse(inspect.getsource(module))).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defs[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                for n in ast.walk(t):
+                    if isinstance(n, ast.Name):
+                        defs[n.id] = node
+    return defs
+
+
+def sources_of(item: Code) -> list[tuple[str, str]]:
+    """(name, normalised source) of what ``item`` computes with: a module's whole source; for
+    a top-level function, its own source and, transitively, that of every function, class
+    and constant of its module that it names (a chapter's helpers and thresholds count)."""
+    obj = _resolve(item) if isinstance(item, str) else item
+    module = inspect.getmodule(obj)
+    name = getattr(obj, "__name__", "")
+    if inspect.ismodule(obj) or module is None or getattr(module, name, None) is not obj:
+        return [(code_name(item), source_of(obj))]
+    defs, seen, todo = _top_level(module), set(), [name]
+    while todo:
+        n = todo.pop()
+        if n in seen or n not in defs:
+            continue
+        seen.add(n)
+        todo += [x.id for x in ast.walk(defs[n]) if isinstance(x, ast.Name)]
+    return [(f"{module.__name__}.{n}", ast.dump(defs[n], include_attributes=False)) for n in sorted(seen)]
+
+
 def fingerprint(code: Iterable[Code]) -> str:
-    """A short hash of the normalised source of ``code`` (order-independent)."""
+    """A short hash of the normalised source of ``code`` (order-independent; a function
+    with the helpers and constants it reaches, see sources_of)."""
     h = hashlib.sha256()
-    for name, src in sorted((code_name(c), source_of(c)) for c in code):
+    for name, src in sorted({pair for c in code for pair in sources_of(c)}):
         h.update(name.encode() + b"\0" + src.encode() + b"\0")
     return h.hexdigest()[:12]
 

@@ -214,18 +214,19 @@ def bounded_increment_verdict(summary: pd.DataFrame) -> str:
 def removal_study(model, test: D.ArrayDataset, n_images: int, rise_masks: int, seed: int = 0,
                   methods: Sequence[str] | None = None, orders: Sequence[str] = ("lerf", "morf"),
                   fractions: Sequence[float] | None = None,
-                  kocc_window: int | None = None, n_boot: int = 200) -> dict[str, Any]:
+                  kocc_window: int | None = None, n_boot: int = 200,
+                  progress: bool = False) -> dict[str, Any]:
     """Figure 4: removal curves for every method at the last and an intermediate layer,
     both orders, plus LeRF with RISE's and K-OCC's maps clipped at zero (the paper's
     negative-attribution explanation); the AUC table, timings, settings, and a bootstrap
     over images (``n_boot`` resamples) of every AUC and of every statement of the paper's
-    reading (the share of resamples in which it holds)."""
+    reading (the share of resamples in which it holds). ``progress``: a bar per method."""
     from .. import removal as Rm
     res = Rm.run_benchmark(model, test, methods=tuple(methods or Rm.METHODS),
                            fractions=tuple(fractions or Rm.FRACTIONS), orders=tuple(orders),
                            n_images=n_images, seed=seed,
                            method_kwargs={"rise": {"n_masks": rise_masks},
-                                          "k-occ": {"window": kocc_window}}, progress=False,
+                                          "k-occ": {"window": kocc_window}}, progress=progress,
                            clip_negative=("rise", "k-occ"), keep_correct=True)
     meta = {k: v for k, v in res.meta.items() if k != "indices"}
     keys = sorted(res.correct, key=str)

@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
                              f"take {', '.join(sorted(declared))}")
         for src in sources:
             known = notebook_parameters(src)
-            params = {"profile": args.profile, "fresh": fresh, "live_widgets": False}
+            params = {"profile": args.profile, "fresh": fresh, "live_widgets": False, "progress": False}
             if args.results:
                 params["results_dir"] = str(results_dir)
             params.update(extra)
