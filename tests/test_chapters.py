@@ -89,3 +89,38 @@ def test_figure4_claims_skip_statements_of_the_other_order(placeholder):
     else:
         assert ch.claims["figure4.imagenet20.morf.1"] == ("fails", 0.01, "imagenet20", 1)
         assert (counts["lerf_holds"], counts["lerf_inconclusive"], counts["morf_fails"], counts["morf_total"]) == (1, 1, 1, 1)
+
+
+# (method, maps of a random model): may any value be negative? (chapters.CAN_BE_NEGATIVE)
+@pytest.mark.parametrize("method", ["fa-cnn", "grad-cam", "rise", "k-occ"])
+def test_which_attribution_maps_can_be_negative(method):
+    from facnn import attribution as A, build_model
+    from facnn.models import randomise_batchnorm
+    torch.manual_seed(0)
+    model = randomise_batchnorm(build_model("fa-pool", 3, maps_per_class=2, depth=4, pool_every=2))
+    x = torch.randn(4, 3, 16, 16)
+    kw = {"rise": dict(n_masks=50), "k-occ": dict(window=4)}.get(method, {})
+    maps = A.attribute(method, model, x, classes=None, **kw)
+    assert bool((maps < 0).any()) == X.CAN_BE_NEGATIVE[method]
+
+
+def _lerf(method, accuracy, layer=None):
+    return [dict(method=method, layer=layer, order="lerf", fraction=f, accuracy=a)
+            for f, a in zip((0.0, 0.1, 0.2, 0.3), accuracy)]
+
+
+# (gains of fa-cnn, grad-cam, rise at 10-20 %; expected phrase)
+@pytest.mark.parametrize("rises,phrase", [
+    ((0.04, 0.0, 0.03), "raise accuracy too (fa-cnn +4.0, rise +3.0 points)"),
+    ((0.0, -0.02, 0.0), "no method whose maps cannot be negative raises accuracy"),
+])
+def test_negative_note_names_the_non_negative_maps_that_rise(rises, phrase):
+    rows = []
+    for m, g in zip(("fa-cnn", "grad-cam", "rise"), rises):
+        rows += _lerf(m, (0.5, 0.5 + g, 0.5, 0.4), layer=9 if m != "rise" else None)
+    rows += _lerf("k-occ", (0.5, 0.6, 0.55, 0.4)) + _lerf("k-occ+clip", (0.5, 0.52, 0.5, 0.4))
+    t = pd.DataFrame(rows)
+    t["layer"] = pd.array(t["layer"], dtype="Int64")
+    note = X.negative_note(t)
+    assert phrase in note
+    assert "k-occ, whose maps can be negative, rises +10.0 points, and +2.0 with" in note
