@@ -21,14 +21,35 @@ def paper(tmp_path_factory):
     return P.make_plan("paper", "h200", out_dir=tmp_path_factory.mktemp("results"))
 
 
-def test_paper_plan_is_table1_and_sweep_deduplicated(paper):
-    table1 = {preset("paper", d, m, r).hash() for d in ("cifar10", "cifar100", "imagenet100")
-              for m, r in table1_cells("paper", d)}
+def test_paper_plan_is_table1_shared_rate_and_sweep_deduplicated(paper):
+    from facnn.config import MINIMAL_LR
+    cells = [(d, m, r) for d in ("cifar10", "cifar100", "imagenet100") for m, r in table1_cells("paper", d)]
+    table1 = {preset("paper", d, m, r).hash() for d, m, r in cells}
+    shared = {preset("paper", d, m, r, lr=MINIMAL_LR).hash() for d, m, r in cells if r == "minimal"}
     sweep = {c.hash() for m in P.SWEEP_MODELS for c in lr_sweep("paper", m)}
     hashes = [r.config_hash for r in paper.runs]
-    assert len(hashes) == len(set(hashes)) == len(table1 | sweep)
-    assert set(hashes) == table1 | sweep
+    assert len(hashes) == len(set(hashes))
+    assert set(hashes) == table1 | shared | sweep    # the chapters' models are Table 1's seed 0
     assert {r.dataset for r in paper.runs} == {"cifar10", "cifar100", "imagenet100"}
+
+
+@pytest.mark.parametrize("profile", ["cpu", "smoke", "paper"])
+def test_the_plan_lists_exactly_the_runs_the_book_reads(tmp_path, profile):
+    """python -m facnn plan and the book's run store (facnn.book.runs.Runs) name the same
+    runs: Table 1 at each seed, chapter 01's shared-rate answers, the chapters' models, the
+    sweeps."""
+    from facnn.book.runs import Runs
+    from facnn.config import MINIMAL_LR
+    runs = Runs(profile, results_dir=tmp_path)
+    cells = runs.plan()   # chapter 01: the profile's Table 1 cells
+    book = {runs.config(m, r, d, seed=s).hash() for d, m, r in cells for s in runs.seeds(d)}
+    book |= {runs.config(m, r, d, seed=s, lr=MINIMAL_LR).hash() for d, m, r in cells
+             if r == "minimal" for s in runs.seeds(d)}
+    book |= {runs.config(m).hash() for m in ("fa-pool", "fa-linear", "vanilla")}
+    book |= {runs.config("fa-pool", dataset=P.IMAGENET[profile]).hash()}
+    book |= {c.hash() for m in P.SWEEP_MODELS for c in [*runs.sweep_configs(m), *(c for c, _ in runs.probes(m))]}
+    planned = {r.config_hash for r in P.make_plan(profile, "cpu-2core", out_dir=tmp_path).runs}
+    assert planned == book
 
 
 @pytest.mark.parametrize("profile,dataset,model", [

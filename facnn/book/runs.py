@@ -18,40 +18,13 @@ import pandas as pd
 
 from .. import data as D
 from ..config import Config, preset
-from ..config import table1_cells as _cells
+# the runs the book reads live in facnn.plan (the plan command lists exactly these)
+from ..plan import (CHAPTER_OVERRIDES, IMAGENET, PLAN, SEED_OVERRIDES, SEEDS, SWEEP_MODELS,
+                    run_config)
 from .provenance import MissingResult, Provenance, ROOT, git_commit, now, relative, resolve
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet100": "ImageNet-100",
                  "imagenet20": "ImageNet-20", "shapes": "shapes (synthetic)"}
-
-# Seeds of each Table 1 run (issue: every verdict rests on seeds and intervals). CIFAR-100
-# stays at one seed at profile cpu (its runs cost half an hour each on one core in bf16, an
-# hour in fp32); its answers are then decided only beyond three times the CIFAR-10 seed
-# spread.
-SEEDS: dict[str, dict[str, tuple[int, ...]]] = {
-    "smoke": {"shapes": (0,)},
-    "cpu": {"cifar10": (1, 2, 3), "cifar100": (0,), "imagenet20": (0, 1, 2)},
-    "paper": {"cifar10": (0,), "cifar100": (0,), "imagenet100": (0,)},
-}
-# Config changes of individual seeds. At profile cpu the CIFAR-10 Table 1 runs train in
-# fp32: the CPUs they could use had no native bf16 (emulated, 6-8x slower than fp32), and one
-# precision for every run of a dataset keeps it out of the paired differences. The CIFAR
-# seed-0 runs, trained in the preset's bf16 on CPUs with AVX512-BF16, stay the chapters'
-# models: the attribution chapters (02-06) analyse CIFAR-10 fa-pool seed 0. CIFAR-100's
-# one seed is seed 0 in bf16 for all three models (2.5x faster than fp32 where the CPU has
-# AVX512-BF16), so its differences too compare runs of one precision.
-SEED_OVERRIDES: dict[str, dict[str, dict[int, dict[str, Any]]]] = {
-    "cpu": {"cifar10": {s: {"precision": "fp32"} for s in (1, 2, 3)}},
-}
-
-# Config changes of the chapters' models (a run asked for without a seed: the seed-0 run).
-# At profile cpu the trained linear-head FA-CNN and Vanilla-CNN of chapter 03 (Theorem 2,
-# which holds for any weights) are the seed-0 runs trained at 0.8, before those models' own
-# sweeps chose their Table 1 rates.
-CHAPTER_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
-    "cpu": {"fa-linear": {"lr": 0.8}, "vanilla": {"lr": 0.8}},
-}
-
 
 def seed_changes(profile: str) -> str:
     """One sentence per dataset whose seeds change the preset (SEED_OVERRIDES), for the
@@ -75,23 +48,6 @@ def _group(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[tuple[int, ...], t
         groups.setdefault(tuple(sorted(change.items())), []).append(seed)
     return {tuple(seeds): change for change, seeds in groups.items()}
 
-
-SWEEP_MODELS = ("fa-pool", "fa-linear", "vanilla", "resnet18")
-# The ImageNet subset of each profile's ImageNet chapter (the paper's photos are ImageNet's)
-IMAGENET = {"smoke": "imagenet20", "cpu": "imagenet20", "paper": "imagenet100"}
-
-_ALL = _cells("paper", "cifar10")   # Table 1's rows: (model, recipe), the paper's order
-_CPU10 = [("fa-pool", "minimal"), ("fa-linear", "minimal"), ("vanilla", "minimal"),
-          ("resnet18", "minimal"), ("resnet18", "standard")]
-_FA3 = _CPU10[:3]
-# The runs behind Table 1 at each profile: (dataset, model, recipe). The first dataset is
-# the one the attribution chapters (02-06) use.
-PLAN: dict[str, list[tuple[str, str, str]]] = {
-    "smoke": [("shapes", m, r) for m, r in _CPU10[:4]],
-    "cpu": [("cifar10", m, r) for m, r in _CPU10] + [("cifar100", m, r) for m, r in _FA3]
-           + [("imagenet20", m, r) for m, r in _CPU10[:4]],
-    "paper": [(d, m, r) for d in ("cifar10", "cifar100", "imagenet100") for m, r in _ALL],
-}
 
 # Per-profile sizes of the attribution chapters (parameters of notebooks 02-07 default to
 # these). kocc_window None = facnn.attribution's default (image side / 8). The ImageNet
@@ -177,13 +133,10 @@ class Runs:
         """The config of a Table 1 cell at this profile (``extra``: e.g. seed=1; a seed brings
         its SEED_OVERRIDES). Without a seed, the chapters' model: seed 0 with its
         CHAPTER_OVERRIDES."""
-        dataset = dataset or self.dataset
-        per_seed = SEED_OVERRIDES.get(self.profile, {}).get(dataset, {}).get(extra.get("seed", 0), {})
-        chapter = ({} if "seed" in extra or recipe != "minimal"
-                   else CHAPTER_OVERRIDES.get(self.profile, {}).get(model, {}))
-        return preset(self.profile, dataset, model, recipe,
-                      out_dir=str(self.results_dir), data_root=str(self.data_root),
-                      progress=False, **{**per_seed, **chapter, **self.overrides, **extra})
+        seed = extra.pop("seed", None)
+        return run_config(self.profile, dataset or self.dataset, model, recipe, seed,
+                          out_dir=str(self.results_dir), data_root=str(self.data_root),
+                          progress=False, **{**self.overrides, **extra})
 
     def plan(self, datasets: Sequence[str] | None = None,
              models: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
