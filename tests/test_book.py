@@ -559,3 +559,24 @@ def test_publish_glues_what_the_page_pastes(monkeypatch, call, key, mime, expect
     call(pub)
     obj = glued[key]
     assert (getattr(obj, mime)() if mime else obj) == expected
+
+
+def test_a_stale_result_says_so_on_its_page(tmp_path, monkeypatch, clean_commit, capsys):
+    from facnn.book.chapter import Chapter
+    mod = tmp_path / "chapter_page.py"
+    mod.write_text("def study(n):\n    return {'x': n}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("chapter_page", None)
+    import chapter_page
+    ch = Chapter("x", "smoke", results_dir=str(tmp_path / "results"))
+    ch.computed("s", {"n": 1}, lambda: chapter_page.study(1), models=(), code=[chapter_page.study])
+    assert "older code" not in capsys.readouterr().out          # fresh: nothing to say
+    mod.write_text("def study(n):\n    return {'x': n + 1}\n")
+    sys.modules.pop("chapter_page")
+    import chapter_page as edited
+    again = Chapter("x", "smoke", results_dir=str(tmp_path / "results"))
+    values, prov = again.computed("s", {"n": 1}, lambda: edited.study(1), models=(), code=[edited.study])
+    out = capsys.readouterr().out
+    assert values["x"] == 1 and "**Computed by older code.**" in out and "FRESH=1" in out
+    assert f"commit {prov.commit}" in out
+    sys.modules.pop("chapter_page")

@@ -16,6 +16,19 @@ from .publish import check_parameters, style
 from .runs import Runs
 
 
+def show_markdown(text: str) -> None:
+    """Markdown in the notebook's output (the book renders it), or plain text elsewhere."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display(Markdown(text))
+    else:
+        print(text)
+
+
 class Chapter:
     """One chapter's view of a profile: ``runs`` (the training runs), ``cache`` (its
     analysis results) and the verdicts it records into the claims file."""
@@ -60,7 +73,12 @@ class Chapter:
         ``params`` and the runs of ``models`` ("model" or "model/recipe"). An ``expensive``
         result is computed only at the smoke profile or with FRESH (see Cache.get)."""
         ids = {m: self.runs.run_id(*m.split("/"), trained=trained) for m in models}
-        return self.cache.get(name, params, compute, ids, code, expensive)
+        seen = len(self.cache.notes)
+        values, prov = self.cache.get(name, params, compute, ids, code, expensive)
+        for note in self.cache.notes[seen:]:   # a stale result is shown, and says so on the page
+            show_markdown(f"**Computed by older code.** {note}; the numbers below are "
+                          f"those of commit {prov.commit}.")
+        return values, prov
 
     def claim(self, id: str, statement: str, metric: str, paper, ours, verdict: str,
               source: str, dataset: str | None = None, ci95=None, n_seeds: int = 1) -> dict:
