@@ -62,8 +62,8 @@ SEEDS: dict[str, dict[str, tuple[int, ...]]] = {
 # precision for every run of a dataset keeps it out of the paired differences. The CIFAR
 # seed-0 runs, trained in the preset's bf16 on CPUs with AVX512-BF16, stay the chapters'
 # models: the attribution chapters (02-06) analyse CIFAR-10 fa-pool seed 0. CIFAR-100's
-# one seed is seed 0 in bf16 for all three models (2.5x faster than fp32 where the CPU has
-# AVX512-BF16), so its differences too compare runs of one precision.
+# one seed is seed 0 in bf16 for all three models (faster than fp32 where the CPU has
+# AVX512-BF16: make bench), so its differences too compare runs of one precision.
 SEED_OVERRIDES: dict[str, dict[str, dict[int, dict[str, Any]]]] = {
     "cpu": {"cifar10": {s: {"precision": "fp32"} for s in (1, 2, 3)}},
 }

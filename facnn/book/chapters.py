@@ -359,6 +359,12 @@ def figure4_tables(values: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return auc, reading
 
 
+def reading_view(reading: pd.DataFrame) -> pd.DataFrame:
+    """The reading table a page shows: the statements decided in each order (a "not run"
+    row is a statement of the other order only, as in figure4_claims)."""
+    return reading.loc[reading["verdict"] != "not run", ["order", "the paper says", "ours", "support", "verdict"]]
+
+
 def figure4_claims(ch, reading: pd.DataFrame, dataset: str, n_boot: int | None,
                    verdict: str | None = None) -> dict[str, int]:
     """Record each statement of the reading, per order, as a claim of chapter ``ch``
