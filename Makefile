@@ -5,7 +5,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-facnn
 
-.PHONY: test book bench venv clean gpu-check
+.PHONY: test book bench venv clean gpu-check gpu-pack
 
 venv: $(STAMP)
 
@@ -29,14 +29,19 @@ book: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
-# make gpu-check OUT=dir [PACK=../gpu-pack/cifar10]: on a machine with one CUDA GPU and its own
-# torch (no venv): CUDA tests, paper-size throughput, a 5-minute CIFAR-10 training; < 9 min.
-# Results in OUT/gpu_check.json. Make the pack with: python -m facnn data pack cifar10 --out DIR
-GPU_PY ?= python
-PACK   ?= ../gpu-pack/cifar10
+# make gpu-pack: the CIFAR-10 pack the GPU check carries (<= 40 MB, inside the tree, ignored by git).
+# make gpu-check OUT=dir: on a machine with one CUDA GPU and its own torch (no venv): CUDA
+# tests, paper-size throughput, a timed CIFAR-10 training, 8 minutes; flat JSON files in OUT.
+# The device tool's run gets the same line: see README, "On a GPU".
+GPU_PY ?= python3
+PACK   ?= data/gpu-pack/cifar10
+gpu-pack: $(STAMP)
+	test -f data/cifar10.npz || $(PY) ../shared/data/unpack.py cifar10 --out data
+	$(PY) -m facnn data pack cifar10 --out $(PACK) --max-mb 40
+
 gpu-check:
-	@test -n "$(OUT)" || { echo "usage: make gpu-check OUT=dir [PACK=../gpu-pack/cifar10]"; exit 2; }
-	PYTHONPATH=. $(GPU_PY) scripts/gpu_check.py --pack $(PACK) --out $(OUT)
+	@test -n "$(OUT)" || { echo "usage: make gpu-check OUT=dir [PACK=data/gpu-pack/cifar10]"; exit 2; }
+	PYTHONPATH=. timeout 520 $(GPU_PY) scripts/gpu_check.py --pack $(PACK) --out $(OUT)
 
 clean:
 	rm -rf _build executed
