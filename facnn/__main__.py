@@ -7,11 +7,25 @@ import argparse
 import json
 import sys
 
-from .config import MODELS, DATASETS, PROFILES, RECIPES, apply_overrides, parse_assignments, preset
+from .config import (MODELS, DATASETS, PROFILES, RECIPES, apply_overrides, cli_command,
+                     parse_assignments, preset)
+
+
+_OWN_FLAG = ("profile", "dataset", "model", "recipe")
+
+
+def _overrides(args) -> dict:
+    """The --set overrides, refusing the keys that have their own flag (the flag would be
+    silently overridden, or preset() given the key twice)."""
+    o = parse_assignments(args.set)
+    for k in _OWN_FLAG:
+        if k in o:
+            raise ValueError(f"--set {k}={o[k]}: {k} has its own flag; use --{k} {o[k]} instead")
+    return o
 
 
 def _config(args):
-    return preset(args.profile, args.dataset, args.model, args.recipe, **parse_assignments(args.set))
+    return preset(args.profile, args.dataset, args.model, args.recipe, **_overrides(args))
 
 
 def cmd_train(args) -> None:
@@ -26,25 +40,36 @@ def cmd_train(args) -> None:
 def cmd_sweep(args) -> None:
     from .config import lr_sweep
     from .train import train
-    for cfg in lr_sweep(args.profile, args.model):
-        if args.set:
-            cfg = apply_overrides(cfg, parse_assignments(args.set)).validate()
+    overrides = _overrides(args)
+    if "lr" in overrides:
+        raise ValueError(f"sweep --set lr={overrides['lr']}: the sweep sets lr itself, one run per "
+                         f"rate of its grid; train one rate with python -m facnn train --set "
+                         f"lr={overrides['lr']}")
+    cfgs = [apply_overrides(c, overrides).validate() for c in lr_sweep(args.profile, args.model)]
+    for cfg in cfgs:
         s = train(cfg)
         print(f"lr {cfg.lr:g}: accuracy {s['accuracy']:.4f} ({cfg.run_name()})", flush=True)
 
 
 def cmd_eval(args) -> None:
-    from .train import evaluate, load_trained, make_loaders, resolve_device
+    from .train import evaluate, is_finished, load_trained, make_loaders, resolve_device
     cfg = _config(args)
     device = resolve_device(cfg.device)
     model = load_trained(cfg, device)
     stats = evaluate(model, make_loaders(cfg, device)[1], device)
-    print(json.dumps({"run": cfg.run_name(), **stats}))
+    finished = is_finished(cfg)
+    if not finished:
+        print(f"note: {cfg.run_name()} is unfinished (no summary.json): this is the accuracy of its "
+              f"last checkpoint; finish it with: {cli_command(cfg)}", file=sys.stderr)
+    print(json.dumps({"run": cfg.run_name(), "finished": finished, **stats}))
 
 
 def cmd_info(args) -> None:
-    from .info import describe
-    print(describe(_config(args)))
+    import torch
+    from .info import check_memory, describe
+    cfg = _config(args)
+    check_memory(cfg, torch.device("cpu"))   # describe() builds the model
+    print(describe(cfg))
 
 
 def cmd_plan(args) -> None:
@@ -116,16 +141,22 @@ def main(argv: list[str] | None = None) -> None:
         p.set_defaults(fn=fn)
     _add_plan_and_data(sub)
     args = ap.parse_args(argv)
-    from .fileio import StorageError
-    from .train import CheckpointError
     try:
-        args.fn(args)
-    except (ValueError, FileNotFoundError, CheckpointError, StorageError, FloatingPointError) as e:
-        sys.exit(f"error: {e}")   # bad input, a damaged file, a full disk, a NaN loss: one line
+        from .fileio import RunLocked, StorageError
+        from .train import CheckpointError
+        try:
+            args.fn(args)
+        except (ValueError, FileNotFoundError, CheckpointError, StorageError, FloatingPointError,
+                RunLocked) as e:
+            sys.exit(f"error: {e}")   # bad input, a damaged file, a full disk, a NaN loss: one line
     except KeyboardInterrupt as e:   # Ctrl-C: train() saved what it could and says how to resume
         print(str(e) or "stopped", file=sys.stderr)
         sys.exit(130)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:   # while the imports ran (torch takes a second or two)
+        print("stopped", file=sys.stderr)
+        sys.exit(130)

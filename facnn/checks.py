@@ -142,6 +142,11 @@ def check_images(x: Any, name: str = "x"):
     if not x.is_floating_point():
         raise TypeError(f"{name} has dtype {x.dtype}; expected float images normalised with the "
                         f"dataset's mean and std: use facnn.data.normalise({name})")
+    import torch
+    if x.dtype != torch.get_default_dtype():   # the models' weights are (float32 unless set)
+        raise TypeError(f"{name} has dtype {x.dtype} but facnn's models compute in "
+                        f"{torch.get_default_dtype()}; convert it with {name}.float() (a float64 model "
+                        f"wants torch.set_default_dtype(torch.float64))")
     return x
 
 

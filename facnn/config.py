@@ -20,6 +20,8 @@ PROFILES = ("paper", "cpu", "smoke")
 MODELS = ("fa-pool", "fa-linear", "vanilla", "resnet18", "resnet50")
 DATASETS = ("cifar10", "cifar100", "imagenet100", "imagenet20", "shapes")
 RECIPES = ("minimal", "standard")
+DEVICES = ("auto", "cpu", "cuda", "mps", "xpu")
+MAX_LR = 1000.0
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet100": 100, "imagenet20": 20, "shapes": 10}
 # ImageNet subsets (ImageFolder layout, the ImageNet stem): their native image size
 IMAGE_SIZE = {"imagenet100": 224, "imagenet20": 84}
@@ -144,7 +146,9 @@ class Config:
             check_int(name, getattr(self, name), lo)
         if self.width is not None:
             check_int("width", self.width, 1)
+        # above this the first step overflows float32 weights (lr=1e308 failed deep in torch)
         check_float("lr", self.lr, 0.0, lo_open=True)
+        check_float("lr", self.lr, hi=MAX_LR)
         check_float("momentum", self.momentum, 0.0, 1.0, hi_open=True)
         check_float("weight_decay", self.weight_decay, 0.0)
         check_float("gamma", self.gamma, 0.0, lo_open=True)
@@ -155,8 +159,18 @@ class Config:
             check_bool(name, getattr(self, name))
         for name in ("data_root", "out_dir", "device"):
             check_str(name, getattr(self, name))
+        check_device(self.device)
         for name in ("subset", "classes_file"):
             check_str(name, getattr(self, name), optional=True)
+
+
+def check_device(device: str) -> None:
+    """A device torch knows by name; whether this machine has it is checked where it is used
+    (facnn.train.resolve_device)."""
+    kind, _, index = device.partition(":")
+    if kind not in DEVICES or (index and (kind not in ("cuda", "xpu") or not index.isdigit())):
+        raise ValueError(f"unknown device {device!r}; choose auto, cpu, cuda, cuda:N or mps "
+                         f"(--set device=auto picks the best one here)")
 
 
 def _choice(name: str, value: str, allowed: Iterable[str]) -> None:
@@ -387,6 +401,8 @@ def _coerce(name: str, typ: Any, value: Any) -> Any:
                 raise ValueError("expected true or false")
             return bool(value)
         if t.startswith("int"):
+            if isinstance(value, str) and not value.strip().lstrip("+-").isdigit():
+                value = float(value)     # "1e4" is an int too
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError("expected an integer")
             return int(value)

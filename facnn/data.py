@@ -519,7 +519,29 @@ class FolderLoader:
         return len(self.sampler)
 
     def __iter__(self):
-        return iter(self.loader)
+        batches = iter(self.loader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (ValueError, TypeError, OSError) as e:
+                raise worker_error(e) from None
+            yield batch
+
+
+def worker_error(e: Exception) -> Exception:
+    """The error a DataLoader worker raised, as its one line (the tensor path says the same):
+    torch wraps it in "Caught ValueError in DataLoader worker process 0. Original Traceback"."""
+    text = str(e)
+    if not text.startswith("Caught "):
+        return e
+    last = text.strip().splitlines()[-1]
+    prefix = f"{type(e).__name__}: "
+    try:
+        return type(e)(last[len(prefix):] if last.startswith(prefix) else last)
+    except TypeError:
+        return e
 
 
 def load_folder(name: str, split: str, root: str | Path, image_size: int,

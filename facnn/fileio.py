@@ -16,6 +16,8 @@ import json
 import os
 import re
 import subprocess
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,20 +30,24 @@ class StorageError(OSError):
     """A file could not be written; the message names the path and the fix."""
 
 
-def storage_error(path: Path | str, e: OSError) -> StorageError:
-    """The one-line error for an OSError ``e`` met while writing ``path``."""
+OUT_DIR_HINT = "--set out_dir=DIR (out_dir=... in Python)"
+
+
+def storage_error(path: Path | str, e: OSError, hint: str = OUT_DIR_HINT) -> StorageError:
+    """The one-line error for an OSError ``e`` met while writing ``path``; ``hint`` says how
+    to write elsewhere."""
     if e.errno in _NO_SPACE:
         fix = "no space left on the device; free space there, or write elsewhere"
     elif e.errno in _NOT_WRITABLE:
         fix = f"the folder is not writable ({e.strerror or 'permission denied'}); choose a writable one"
     else:
         fix = f"{e.strerror or e}; check the folder, or write elsewhere"
-    err = StorageError(f"cannot write {path}: {fix} with --set out_dir=DIR (out_dir=... in Python)")
+    err = StorageError(f"cannot write {path}: {fix} with {hint}")
     err.errno, err.path = e.errno, str(path)   # not .filename: str() would change form
     return err
 
 
-def make_dir(path: Path | str) -> Path:
+def make_dir(path: Path | str, hint: str = OUT_DIR_HINT) -> Path:
     """mkdir -p, with a StorageError naming the folder when it cannot be created."""
     path = Path(path)
     try:
@@ -49,11 +55,29 @@ def make_dir(path: Path | str) -> Path:
     except StorageError:
         raise
     except OSError as e:
-        raise storage_error(path, e) from None
+        raise storage_error(path, e, hint) from None
     return path
 
 
-def atomic_write_bytes(path: Path | str, write: Callable[[Any], Any]) -> None:
+class _Recorded:
+    """A file whose write errors are remembered: torch.save turns an OSError of the file
+    into a RuntimeError ("enforce fail at inline_container.cc") that no longer says why."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def atomic_write_bytes(path: Path | str, write: Callable[[Any], Any], hint: str = OUT_DIR_HINT) -> None:
     """Write through ``write(file)`` to a temp file beside ``path``, then rename: a kill
     mid-write leaves the previous file intact, and a failed or interrupted write leaves no
     temp file behind."""
@@ -61,22 +85,76 @@ def atomic_write_bytes(path: Path | str, write: Callable[[Any], Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     done = False
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        with open(tmp, "wb") as raw:
+            f = _Recorded(raw)
+            try:
+                write(f)
+            except RuntimeError:
+                if f.error is None:
+                    raise
+                raise f.error from None
+            raw.flush()
+            os.fsync(raw.fileno())
         os.replace(tmp, path)
         done = True
     except StorageError:
         raise
     except OSError as e:
-        raise storage_error(path, e) from None
+        raise storage_error(path, e, hint) from None
     finally:
         if not done:
             try:
                 tmp.unlink()
             except OSError:
                 pass
+
+
+class RunLocked(RuntimeError):
+    """Another process holds the lock of a run folder; the message names it."""
+
+
+@contextmanager
+def run_lock(folder: Path | str, what: str = "trained"):
+    """Hold ``folder``/.lock (flock) while the block runs, so two processes never train one
+    run at once; the second gets a RunLocked naming the first's PID. The file is removed on
+    release; a lock file left by a killed process is free (flock dies with its owner)."""
+    import fcntl
+    path = Path(folder) / ".lock"
+    while True:
+        try:
+            f = open(path, "a+")
+        except OSError as e:
+            raise storage_error(path, e) from None
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise RunLocked(f"{folder} is being {what} by {holder}; wait for it to finish (or stop "
+                            f"that process) and rerun") from None
+        try:   # the holder before us may have removed the file we locked: lock the new one
+            same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()
+    try:
+        try:   # who holds it, for the message of the next one; the lock works without it
+            f.seek(0)
+            f.truncate()
+            f.write(f"process {os.getpid()} (since {time.strftime('%H:%M:%S')})")
+            f.flush()
+        except OSError:
+            pass
+        yield
+    finally:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        f.close()
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
@@ -145,3 +223,4 @@ def git_commit() -> str:
                               cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+

@@ -1,6 +1,7 @@
 """Model summaries: layers, channels, parameters and FLOPs per image."""
 from __future__ import annotations
 
+import os
 import re
 
 import torch
@@ -53,3 +54,69 @@ def bf16_peak(device_name: str) -> float | None:
         if re.search(rf"\b{key}\b", device_name, re.I):
             return BF16_PEAK[key]
     return None
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+GB = 2 ** 30
+SLACK = 2.0
+
+
+def memory_estimate(cfg: Config) -> dict[str, float]:
+    """Bytes a training run of ``cfg`` needs, roughly: ``data`` (the in-memory images, on the
+    host), ``model`` (fp32 weights, gradients and momentum) and ``activations`` (every
+    module's output for one batch, kept for the backward pass). The network is built on the
+    meta device, so a config too large to allocate costs nothing here."""
+    side = input_size(cfg)
+    outputs = [0]
+    with torch.device("meta"):
+        model = model_from_config(cfg)
+        model.check_input = lambda x: None      # meta tensors have no values to check
+        hooks = [m.register_forward_hook(lambda m, i, o: outputs.__setitem__(0, outputs[0] + o.numel()))
+                 for m in model.modules() if not list(m.children())]
+        with torch.no_grad():
+            model(torch.zeros(1, 3, side, side))
+        for h in hooks:
+            h.remove()
+    params = sum(p.numel() for p in model.parameters())
+    if cfg.dataset == "shapes":   # generated as float32 images and masks, kept as uint8
+        data = (cfg.shapes_train + cfg.shapes_test) * side * side * (3 * 4 + 3 + 1)
+    elif cfg.dataset == "imagenet100":   # streamed by DataLoader workers
+        data = 0
+    else:
+        data = 60_000 * side * side * 3
+    return {"data": float(data), "model": 12.0 * params, "activations": 4.0 * outputs[0] * cfg.batch_size}
+
+
+def host_memory() -> float | None:
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(cfg: Config, device: torch.device) -> None:
+    """Refuse, before anything is allocated or written, a config whose estimated memory
+    exceeds this machine's (the host's RAM, or the GPU's for the model and activations) by
+    more than the estimate's slack (it counts every module's output as kept)."""
+    need = memory_estimate(cfg)
+    ram = host_memory()
+    on_gpu = device.type == "cuda"
+    gpu = torch.cuda.get_device_properties(device).total_memory if on_gpu else None
+    budgets = [("data", ram, "RAM")] + [(k, gpu if on_gpu else ram, "GPU memory" if on_gpu else "RAM")
+                                        for k in ("model", "activations")]
+    for where in ("RAM", "GPU memory"):
+        parts = {k: need[k] for k, _, w in budgets if w == where}
+        have = next((b for _, b, w in budgets if w == where), None)
+        if not parts or have is None or sum(parts.values()) <= SLACK * have:
+            continue
+        biggest = max(parts, key=parts.get)
+        raise ValueError(
+            f"this config needs about {sum(parts.values()) / GB:,.1f} GiB of {where} (mostly "
+            f"{biggest}: {parts[biggest] / GB:,.1f} GiB), more than the {have / GB:,.1f} GiB here; "
+            f"lower {_DRIVERS[biggest]}")
+
+
+_DRIVERS = {"data": "shapes_train/shapes_test (or use a subset)",
+            "model": "maps_per_class, width, depth or resnet_width",
+            "activations": "batch_size (or maps_per_class, width, depth)"}

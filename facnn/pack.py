@@ -33,13 +33,18 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .fileio import atomic_write_bytes, make_dir
+
 FORMAT = "facnn-pack/1"
 ROWS, COLS, SIDE = 40, 50, 32          # a sheet: ROWS x COLS tiles of SIDE x SIDE pixels
 PER_SHEET = ROWS * COLS
 MB = 1e6
 LOSSLESS = dict(lossless=True, quality=0, method=0)   # fastest lossless setting (size within 5 %)
 LOSSY_METHOD = 4
-QUALITY_RANGE = (50, 100)
+QUALITY_RANGE = (20, 100)   # below 20 the sheets lose more than 9 grey levels RMS (PSNR < 29 dB)
+DATASETS = ("cifar10", "cifar100")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+HINT = "--out DIR"
 
 
 class PackError(ValueError):
@@ -188,12 +193,14 @@ def pack(dataset: str, out: str | Path, max_mb: float = 50.0, source: str | Path
     """Write the pack of ``dataset`` (cifar10, cifar100) from ``source`` (default
     data/<dataset>.npz) into ``out``; returns the manifest."""
     t0 = time.perf_counter()
-    if dataset not in ("cifar10", "cifar100"):
+    if dataset not in DATASETS:
         raise PackError(f"cannot pack {dataset!r}: choose cifar10 or cifar100")
+    if isinstance(max_mb, bool) or not isinstance(max_mb, (int, float)) or not 0 < max_mb < math.inf:
+        raise PackError(f"--max-mb {max_mb} must be a positive number of MB, e.g. --max-mb 50")
     src = Path(source) if source else Path("data") / f"{dataset}.npz"
     a = _arrays(src)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_labels(a, dataset, src, f"pack it as {_named_by(len(a['classes']))}")
+    out = make_dir(out, HINT)
     files: dict[str, bytes] = {}
 
     test_sheets = tile(a["x_test"])
@@ -253,12 +260,24 @@ def pack(dataset: str, out: str | Path, max_mb: float = 50.0, source: str | Path
 
 
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, lambda f: f.write(data), HINT)
+
+
+def _named_by(n_classes: int) -> str:
+    return next((d for d, n in NUM_CLASSES.items() if n == n_classes), f"a {n_classes}-class dataset")
+
+
+def _check_labels(a: dict[str, np.ndarray], dataset: str, where: Any, fix: str) -> None:
+    """The class list has the dataset's length and every label indexes it: a 10-class file
+    must not become cifar100, nor a label 11 reach training."""
+    want = NUM_CLASSES[dataset]
+    if len(a["classes"]) != want:
+        raise PackError(f"{where} holds {len(a['classes'])} classes, but {dataset} has {want}; {fix}")
+    for split in ("train", "test"):
+        y = a[f"y_{split}"]
+        if len(y) and (y.min() < 0 or y.max() >= want):
+            raise PackError(f"{where}: y_{split} holds labels {int(y.min())}..{int(y.max())}, "
+                            f"outside 0..{want - 1} of {dataset}; {fix}")
 
 
 # -- unpack ----------------------------------------------------------------------------------
@@ -273,9 +292,35 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         m = json.loads(path.read_text())
     except ValueError:
         raise PackError(f"{path} is truncated or not JSON; copy the pack again") from None
-    if m.get("format") != FORMAT:
-        raise PackError(f"{path} has format {m.get('format')!r}, this facnn reads {FORMAT}")
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise PackError(f"{path} has format {m.get('format') if isinstance(m, dict) else None!r}, "
+                        f"this facnn reads {FORMAT}")
+    _check_manifest(m, path)
     return m
+
+
+def _check_manifest(m: dict[str, Any], path: Path) -> None:
+    """The fields unpack relies on: a known dataset (it names the output file), plain file
+    names (no folders: nothing is read or written outside the pack and --out), and a
+    checksum for every file it reads."""
+    fix = "the pack is damaged or was edited; copy it again or re-create it with python -m facnn data pack"
+    if m.get("dataset") not in DATASETS:
+        raise PackError(f"{path} names dataset {m.get('dataset')!r}, not one of {', '.join(DATASETS)}; {fix}")
+    try:
+        names = [*m["train"]["files"], *m["test"]["files"], m["labels"]]
+        counts = [m["train"]["count"], m["test"]["count"]]
+        sums = m["checksums"]
+    except (KeyError, TypeError) as e:
+        raise PackError(f"{path} lacks the entry {e}; {fix}") from None
+    if not all(isinstance(c, int) and c >= 0 for c in counts) or not isinstance(sums, dict):
+        raise PackError(f"{path} has a malformed count or checksum table; {fix}")
+    for name in [*names, *sums]:
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise PackError(f"{path} names the file {name!r}, which is not a plain file name in the "
+                            f"pack folder; {fix}")
+    unchecked = [n for n in names if n not in sums]
+    if unchecked:
+        raise PackError(f"{path} has no checksum for {', '.join(unchecked)}; {fix}")
 
 
 def verify(folder: str | Path, manifest: dict[str, Any] | None = None) -> dict[str, bytes]:
@@ -310,6 +355,8 @@ def load(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     with np.load(io.BytesIO(data[m["labels"]])) as z:
         arrays = {"x_train": train, "y_train": z["y_train"], "x_test": test, "y_test": z["y_test"],
                   "classes": z["classes"]}
+    _check_labels(arrays, m["dataset"], Path(folder) / m["labels"],
+                  "the pack is damaged or mislabelled; re-create it from the original .npz")
     report = {"files_checked": len(data),
               "train_decoded_as_packed": array_sha256(train) == m["train"]["sha256_uint8_decoded"],
               "train_loss": m["train"]["loss"]}
@@ -324,9 +371,13 @@ def unpack(folder: str | Path, out: str | Path = "data") -> Path:
 
 def write_npz(arrays: dict[str, np.ndarray], out: str | Path, dataset: str) -> Path:
     """``out/<dataset>.npz`` with the keys facnn.data reads, written atomically."""
+    if dataset not in DATASETS:
+        raise PackError(f"cannot write {dataset!r}: a pack holds cifar10 or cifar100")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     target = out / f"{dataset}.npz"
+    if target.parent.resolve() != out.resolve():
+        raise PackError(f"{target} lies outside --out {out}; nothing was written")
+    make_dir(out, HINT)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     _write(target, buf.getvalue())

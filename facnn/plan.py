@@ -37,6 +37,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from . import info
+from .checks import check_batch_size
 from .config import (MINIMAL_LR, Config, apply_overrides, lr_sweep, preset, sweep_probes,
                      table1_cells)
 from .models import model_from_config
@@ -502,6 +503,7 @@ def make_plan(profile: str, device: str | None = None, out_dir: str | Path = "re
     """The plan of ``profile``: every run, its cost on ``device`` (a DEVICE_KINDS entry;
     None = this machine's), and whether it is done (relative ``out_dir`` is resolved
     against the current folder, as facnn.train does)."""
+    check_batch_size("measure_batch", measure_batch)
     device = device or detect_device()
     if device not in DEVICE_KINDS:
         raise ValueError(f"unknown device kind {device!r}; choose one of {', '.join(DEVICE_KINDS)}")

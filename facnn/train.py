@@ -34,16 +34,27 @@ from torch import nn
 from . import data as D
 from .config import Config, cli_command
 # atomic_write_bytes and StorageError are re-exported: facnn.book imports them from here
-from .fileio import (StorageError, atomic_write_bytes, atomic_write_text, git_commit,  # noqa: F401
-                     make_dir, read_json, sweep_stale_temps)
+from .fileio import (RunLocked, StorageError, atomic_write_bytes, atomic_write_text,  # noqa: F401
+                     git_commit, make_dir, read_json, run_lock, sweep_stale_temps)
+from .info import check_memory
 from .models import Classifier, fast_layout, inputs_unchecked, model_from_config
 
 
 # -- plumbing -----------------------------------------------------------------------------
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """The torch.device of cfg.device; a ValueError with the fix when this machine lacks it."""
     if name != "auto":
-        return torch.device(name)
+        device = torch.device(name)
+        kind = device.type
+        backend = getattr(torch, kind, None) if kind != "mps" else getattr(torch.backends, "mps", None)
+        if kind != "cpu" and not (backend is not None and backend.is_available()):
+            raise ValueError(f"device={name} but this machine has no {kind} device torch can use; "
+                             f"--set device=auto picks the best one here (or device=cpu)")
+        if kind == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={name} but this machine has {torch.cuda.device_count()} CUDA "
+                             f"device(s); use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -218,6 +229,17 @@ def train(cfg: Config, stop_after: int | None = None) -> dict[str, Any]:
     resumes (a second Ctrl-C stops at once, keeping the last checkpoint).
     """
     cfg.validate()
+    device = resolve_device(cfg.device)
+    check_memory(cfg, device)
+    out = make_dir(run_dir(cfg))
+    if int(os.environ.get("RANK", 0)) != 0:   # torchrun: rank 0 holds the run's lock
+        return _train(cfg, stop_after)
+    with run_lock(out):
+        return _train(cfg, stop_after)
+
+
+def _train(cfg: Config, stop_after: int | None) -> dict[str, Any]:
+    cfg.validate()
     rank, world = _dist_setup()
     device = resolve_device(cfg.device)
     if world > 1 and device.type == "cuda":
@@ -331,11 +353,19 @@ def train(cfg: Config, stop_after: int | None = None) -> dict[str, Any]:
 
 
 def _unusable_weights(cfg: Config) -> str | None:
-    """None when a finished run still has its model (checkpoint.pt, or a loadable
-    weights.pt), else why not."""
+    """None when a finished run still has its model (a loadable checkpoint.pt or
+    weights.pt), else why not. A damaged checkpoint.pt is moved aside (eval needs only the
+    weights, and a retrain could not resume from it)."""
     folder = run_dir(cfg)
-    if (folder / "checkpoint.pt").exists():
-        return None
+    ckpt = folder / "checkpoint.pt"
+    if ckpt.exists():
+        try:
+            load_checkpoint(ckpt, cfg)
+            return None
+        except CheckpointError as e:
+            os.replace(ckpt, folder / "checkpoint.damaged.pt")
+            print(f"{str(e).split(' (')[0]}: moved it to checkpoint.damaged.pt (a finished run "
+                  f"needs only its weights.pt)", file=sys.stderr, flush=True)
     if not (folder / "weights.pt").exists():
         return "neither weights.pt nor checkpoint.pt is there"
     try:
@@ -343,6 +373,11 @@ def _unusable_weights(cfg: Config) -> str | None:
     except CheckpointError as e:
         return f"its weights.pt cannot be used ({str(e).split(';')[0]})"
     return None
+
+
+def is_finished(cfg: Config) -> bool:
+    """Whether the run trained all its epochs (its summary.json was written)."""
+    return (run_dir(cfg) / "summary.json").exists()
 
 
 def _retrain_notice(cfg: Config, summary: dict, why: str) -> None:
@@ -562,7 +597,13 @@ def load_trained(cfg: Config, device: str | torch.device = "cpu") -> Classifier:
         raise FileNotFoundError(f"no checkpoint.pt or weights.pt in {folder}; train it with: "
                                 f"{cli_command(cfg)}{finished}")
     model = model_from_config(cfg)
-    weights = load_checkpoint(path, cfg)["model"]
+    try:
+        weights = load_checkpoint(path, cfg)["model"]
+    except CheckpointError:
+        if path.name != "checkpoint.pt" or not is_finished(cfg) or not (folder / "weights.pt").exists():
+            raise
+        path = folder / "weights.pt"   # eval needs only the finished run's weights
+        weights = load_checkpoint(path, cfg)["model"]
     want = model.state_dict()
     missing = [k for k in want if k not in weights]
     extra = [k for k in weights if k not in want]
