@@ -9,11 +9,14 @@
 ``key`` hashes *what* was computed (the parameters and the identity of the training runs).
 The fingerprint records *how*: a hash of the source of the code that computed it (modules
 and functions, docstrings and comments stripped). An entry whose fingerprint differs from
-the current code's is **stale**: it is still shown (it is what the book was built from) but
+the current code's is **stale**, and so is one whose code reads a module constant of
+facnn that has changed since (facnn.book.constants: ``facnn.data.STATS`` through
+``D.normalise``): it is still shown (it is what the book was built from) but
 ``make book`` lists it, and ``FRESH=1`` recomputes just the stale and the damaged entries
 (``FRESH=all`` everything). An entry computed on uncommitted code (provenance "+dirty") is
 stale too: the book never shows a result no commit can reproduce. A damaged entry (unreadable file, checksum mismatch) is named and
-recomputed. Each writer builds its entry in a private temporary folder and publishes it by
+recomputed; so is an entry whose meta.json was edited after it was written (its own
+sha256 is stored in it). Each writer builds its entry in a private temporary folder and publishes it by
 rename, so two writers never mix files.
 """
 from __future__ import annotations
@@ -37,7 +40,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .provenance import MissingResult, Provenance, git_commit, now, relative
+from .constants import changed_since, constants_hashes
+from .provenance import ROOT, MissingResult, Provenance, git_commit, now, relative
 
 Code = str | Callable[..., Any]   # a module name ("facnn.theory") or a function
 
@@ -154,9 +158,9 @@ def save_entry(folder: Path, values: Mapping[str, Any], meta: Mapping[str, Any])
             with open(tmp / "arrays.npz", "wb") as f:
                 np.savez_compressed(f, **arrays)
         files = sorted(p.name for p in tmp.iterdir())
-        (tmp / "meta.json").write_text(json.dumps(
-            {**meta, "values": scalars, "tables": tables, "arrays": sorted(arrays),
-             "sha256": {n: _sha(tmp / n) for n in files}}, indent=1))
+        full = {**meta, "values": scalars, "tables": tables, "arrays": sorted(arrays),
+                "sha256": {n: _sha(tmp / n) for n in files}}
+        (tmp / "meta.json").write_text(json.dumps({**full, "meta_sha256": meta_checksum(full)}, indent=1))
         _publish(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -180,11 +184,43 @@ def _publish(tmp: Path, folder: Path, tries: int = 100) -> None:
     raise OSError(f"could not publish {relative(folder)}: another process keeps writing it")
 
 
+def meta_checksum(meta: Mapping[str, Any]) -> str:
+    """The sha256 of meta.json's content without its own checksum field."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def read_meta(folder: Path) -> dict[str, Any]:
+    """meta.json, refused (DamagedEntry) when it is unreadable or was edited after it was
+    written: its checksum differs, or, for an entry written before meta.json had one, it
+    differs from its committed version."""
+    path = folder / "meta.json"
     try:
-        return json.loads((folder / "meta.json").read_text())
+        meta = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise DamagedEntry(f"{relative(folder / 'meta.json')} is unreadable ({e})") from None
+        raise DamagedEntry(f"{relative(path)} is unreadable ({e})") from None
+    if not isinstance(meta, dict):
+        raise DamagedEntry(f"{relative(path)} is not a JSON object")
+    if "meta_sha256" in meta:
+        if meta["meta_sha256"] != meta_checksum(meta):
+            raise DamagedEntry(f"{relative(path)} was edited after it was written (its checksum "
+                               f"differs)")
+    elif _edited_since_commit(path):
+        raise DamagedEntry(f"{relative(path)} differs from its committed version and has no "
+                           f"checksum: it was edited by hand")
+    return meta
+
+
+def _edited_since_commit(path: Path) -> bool:
+    """Whether git tracks ``path`` and it differs from HEAD's copy (False when git cannot say)."""
+    import subprocess
+    try:
+        rel = path.resolve().relative_to(ROOT)
+        r = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(rel)], capture_output=True,
+                           cwd=ROOT, timeout=10)
+    except (ValueError, OSError, subprocess.SubprocessError):
+        return False
+    return r.returncode == 1
 
 
 def load_entry(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -274,11 +310,13 @@ class Cache:
                 warnings.warn(f"{e}; recomputing it", stacklevel=2)
             else:
                 dirty = str(meta.get("provenance", {}).get("commit", "")).endswith("+dirty")
-                stale = meta.get("fingerprint") != fp or dirty
+                moved = constants_changed(meta, code)
+                stale = meta.get("fingerprint") != fp or dirty or bool(moved)
                 if not (stale and self.fresh == "stale"):
                     if stale:
                         self.notes.append(f"{folder.name} is stale: " + (
                             "it was computed on uncommitted code" if dirty else
+                            f"a constant it reads has changed ({', '.join(moved)})" if moved else
                             "the code that computed it has changed") + " (FRESH=1 recomputes it)")
                     self.compute_s[folder.name] = meta.get("compute_s")
                     return values, Provenance(**meta["provenance"])
@@ -293,6 +331,7 @@ class Cache:
         prov = Provenance(self.profile, hashes, git_commit(), now())
         save_entry(folder, values, {"name": name, "params": plain(dict(params)), "runs": dict(runs),
                                     "code": [code_name(c) for c in code], "fingerprint": fp,
+                                    "constants": constants_hashes(code),
                                     "provenance": asdict(prov), "compute_s": seconds})
         return values, prov
 
@@ -301,6 +340,17 @@ class Cache:
         them); None when none was timed."""
         known = [s for s in self.compute_s.values() if s is not None]
         return sum(known) / 60 if known else None
+
+
+def constants_changed(meta: Mapping[str, Any], code: Sequence[Code]) -> list[str]:
+    """The module constants read by an entry's code that changed since it was computed: by
+    the hashes it stores, or, for an entry older than those, against the source at its
+    commit (none when that commit cannot be read)."""
+    if "constants" in meta:
+        then, now_ = meta["constants"], constants_hashes(code)
+        return sorted(k for k in set(then) | set(now_) if then.get(k) != now_.get(k))
+    commit = str(meta.get("provenance", {}).get("commit", ""))
+    return (changed_since(code, commit) or []) if commit and commit != "unknown" else []
 
 
 def stale_entries(root: Path) -> list[tuple[str, str]]:
@@ -315,6 +365,8 @@ def stale_entries(root: Path) -> list[tuple[str, str]]:
                 out.append((folder.name, "computed before code fingerprints were kept"))
             elif meta.get("fingerprint") != fingerprint(code):
                 out.append((folder.name, "the code that computed it has changed"))
+            elif moved := constants_changed(meta, code):
+                out.append((folder.name, f"a constant it reads has changed ({', '.join(moved)})"))
             elif str(meta.get("provenance", {}).get("commit", "")).endswith("+dirty"):
                 out.append((folder.name, "it was computed on uncommitted code (+dirty)"))
         except DamagedEntry as e:

@@ -276,6 +276,17 @@ def build(root: Path, out: Path, strict: bool = True) -> Path:
     return out / "_build" / "html"
 
 
+OWN_FLAG = {"profile": "--profile", "fresh": "--fresh", "results_dir": "--results"}
+
+
+def chapter_error(e: Exception) -> str:
+    """One line for a chapter that raised: the exception's own message (a bad parameter says
+    what to change), not papermill's traceback around it."""
+    ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
+    text = f"{ename}: {evalue}" if ename else f"{type(e).__name__}: {e}"
+    return " ".join(text.split())[:600]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m facnn.book", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -300,11 +311,6 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         raise SystemExit(f"error: {e}")
 
-    out = Path(args.root).resolve() if args.root else ROOT
-    root = out / "_build" / "src"
-    stage(root)
-    results_dir = Path(args.results).resolve() if args.results else ROOT / "results"
-    executed_dir = root / "notebooks"
     extra = {}
     for item in args.set:
         k, _, v = item.partition("=")
@@ -312,6 +318,16 @@ def main(argv: list[str] | None = None) -> None:
             extra[k] = json.loads(v)
         except json.JSONDecodeError:
             extra[k] = v
+    for k, flag in OWN_FLAG.items():   # a chapter must run at the profile the book is labelled with
+        if k in extra:
+            raise SystemExit(f"error: --set {k}={extra[k]}: {k} has its own option; use {flag} "
+                             f"{extra[k]} instead")
+
+    out = Path(args.root).resolve() if args.root else ROOT
+    root = out / "_build" / "src"
+    stage(root)
+    results_dir = Path(args.results).resolve() if args.results else ROOT / "results"
+    executed_dir = root / "notebooks"
     t_all = time.perf_counter()
     all_sources = notebook_list()
     sources = notebook_list(args.only) if not args.no_execute else []
@@ -346,9 +362,8 @@ def main(argv: list[str] | None = None) -> None:
                 secs, lack = execute_chapter(src, executed_dir / src.name, params, args.timeout,
                                              args.log)
             except Exception as e:  # papermill's error names the cell; keep it short
-                raise SystemExit(f"error: {src.name} failed: {str(e)[-3000:]}\n"
-                                 f"the executed copy with the traceback: "
-                                 f"{relative(executed_dir / src.name)}")
+                raise SystemExit(f"error: {src.name} failed: {chapter_error(e)} (the executed copy "
+                                 f"with the traceback: {relative(executed_dir / src.name)})")
             if lack:
                 missing.append(f"{src.stem}: {lack}")
             print(f"[book] {src.name} {'MISSING' if lack else 'done'} in {secs:.0f} s", flush=True)
