@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import importlib
 import inspect
+import io
 import json
 import math
 import os
@@ -59,7 +60,7 @@ def parsed(argv: list[str], monkeypatch):
 
 def test_registry_is_well_formed():
     ids = [c["id"] for c in CASES]
-    assert len(ids) == len(set(ids)) and len(CASES) >= 40
+    assert len(ids) == len(set(ids)) and len(CASES) >= 100
     for c in CASES:
         assert set(c) == {"id", "category", "input", "behaviour", "test"}, c["id"]
         assert c["category"] in CATEGORIES and "\n" not in c["input"] + c["behaviour"], c["id"]
@@ -217,6 +218,7 @@ BOUNDARY = [  # (id, function, call(model, x), message fragment)
     ("class_maps-3d", A.class_maps, lambda m, x: A.class_maps(m, x[0]), "x[None]"),
     ("class_maps_layers-none", A.class_maps_layers, lambda m, x: A.class_maps_layers(m, x, []), "non-empty list"),
     ("grad_cam-int-images", A.grad_cam, lambda m, x: A.grad_cam(m, (x * 10).long()), "normalise"),
+    ("grad_cam-float64", A.grad_cam, lambda m, x: A.grad_cam(m, x.double()), "convert it with x.float()"),
     ("grad_cam-float-class", A.grad_cam, lambda m, x: A.grad_cam(m, x, classes=[0.5]), "must be an int"),
     ("grad_cam-class-tensor-float", A.grad_cam, lambda m, x: A.grad_cam(m, x, classes=torch.tensor([0.0, 1.0])), "integers"),
     ("grad_cam_layers-batch", A.grad_cam_layers, lambda m, x: A.grad_cam_layers(m, x, [4], batch_size=0), "batch_size=0"),
@@ -488,3 +490,291 @@ def test_compile_is_ignored_on_cpu(tmp_path, capsys):
     assert cfg.hash() == tiny(tmp_path).hash()
     TR.train(cfg)
     assert "compile=true is ignored on cpu" in capsys.readouterr().err
+
+
+# -- round two: refused before anything is written -------------------------------------------
+
+@pytest.mark.parametrize("case", cases("test_cli_refused_before_writing"))
+def test_cli_refused_before_writing(case, tmp_path, monkeypatch):
+    """The real command, run in an empty folder (results/ and data/ are relative): a one-line
+    error naming the fix, and the folder stays empty."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        M.main(shlex.split(case["input"])[3:])
+    msg = str(e.value.code)
+    assert msg.startswith("error: ") and "\n" not in msg and fragment(case) in msg, msg
+    assert not list(tmp_path.iterdir())
+
+
+def test_ctrl_c_while_importing(tmp_path):
+    """Ctrl-C in the first second (torch still importing): exit 130, no traceback."""
+    import subprocess
+    import sys
+    import time
+    p = subprocess.Popen([sys.executable, "-m", "facnn", "info", "--profile", "smoke"], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    time.sleep(0.4)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode in (130, -signal.SIGINT), (p.returncode, err)
+    assert "Traceback" not in err, err
+
+
+class _FullDisk(io.FileIO):
+    """A file on a disk that fills after ``room`` bytes."""
+    room = 1000
+
+    def write(self, b):
+        if self.tell() + len(b) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(b)
+
+
+def _fill_disk(monkeypatch):
+    import builtins
+    monkeypatch.setattr(fileio, "open", lambda path, mode="r", *a, **k: _FullDisk(path, "w") if mode == "wb"
+                        else builtins.open(path, mode, *a, **k), raising=False)
+
+
+def test_checkpoint_save_on_a_full_disk(tmp_path, monkeypatch):
+    """torch.save reports a failed write as "enforce fail at inline_container.cc"."""
+    cfg = tiny(tmp_path)
+    _fill_disk(monkeypatch)
+    with pytest.raises(fileio.StorageError) as e:
+        TR.train(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and "free space" in msg and "enforce" not in msg and "--set out_dir=" in msg
+    assert not _temps(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def small_pack(tmp_path_factory):
+    """A pack of 60 train and 20 test random images of 10 classes."""
+    import numpy as np
+    from facnn import pack
+    rng = np.random.default_rng(0)
+    folder = tmp_path_factory.mktemp("src")
+    x = rng.integers(0, 256, (80, 8, 8, 3)).repeat(4, 1).repeat(4, 2).astype(np.uint8)
+    arrays = dict(x_train=x[:60], y_train=np.arange(60) % 10, x_test=x[60:], y_test=np.arange(20) % 10,
+                  classes=np.array([f"c{i}" for i in range(10)]))
+    np.savez(folder / "cifar10.npz", **arrays)
+    out = folder / "pack"
+    pack.pack("cifar10", out, max_mb=1.0, source=folder / "cifar10.npz")
+    return folder / "cifar10.npz", out
+
+
+def _copy_pack(src: Path, dst: Path) -> Path:
+    import shutil
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _edit_manifest(folder: Path, edit) -> None:
+    m = json.loads((folder / "manifest.json").read_text())
+    edit(m)
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
+def _relabel(folder: Path, **arrays) -> None:
+    import hashlib
+    import numpy as np
+    with np.load(folder / "labels.npz") as z:
+        labels = {**{k: z[k] for k in z.files}, **arrays}
+    np.savez(folder / "labels.npz", **labels)
+    digest = hashlib.sha256((folder / "labels.npz").read_bytes()).hexdigest()
+    _edit_manifest(folder, lambda m: m["checksums"].update({"labels.npz": digest}))
+
+
+def _escape(f):
+    _edit_manifest(f, lambda m: m.update(dataset="../../escaped"))
+
+
+def _no_checksum(f):
+    _edit_manifest(f, lambda m: m["checksums"].pop("labels.npz"))
+
+
+def _says_cifar100(f):
+    _edit_manifest(f, lambda m: m.update(dataset="cifar100"))
+
+
+def _label_11(f):
+    import numpy as np
+    _relabel(f, y_train=(np.arange(60) % 10) + 2)
+
+
+def _file_outside(f):
+    _edit_manifest(f, lambda m: m["train"].update(files=["../../etc/passwd"]))
+
+
+@pytest.mark.parametrize("spoil,message", [
+    (_escape, "names dataset '../../escaped'"), (_no_checksum, "has no checksum for labels.npz"),
+    (_says_cifar100, "holds 10 classes, but cifar100 has 100"), (_label_11, "labels 2..11, outside 0..9"),
+    (_file_outside, "not a plain file name"),
+], ids=["escape", "no-checksum", "says-cifar100", "label-out-of-range", "file-outside"])
+def test_a_bad_manifest_is_refused_and_nothing_written(small_pack, tmp_path, spoil, message):
+    from facnn import pack
+    folder = _copy_pack(small_pack[1], tmp_path / "a" / "b" / "pack")
+    spoil(folder)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(pack.PackError, match=re.escape(message)):
+        pack.unpack(folder, tmp_path / "a" / "b" / "data")
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_pack_refuses_bad_input_before_writing(small_pack, tmp_path):
+    import numpy as np
+    from facnn import pack
+    with pytest.raises(pack.PackError, match="holds 10 classes, but cifar100 has 100; pack it as cifar10"):
+        pack.pack("cifar100", tmp_path / "p", source=small_pack[0])
+    with np.load(small_pack[0]) as z:
+        bad = {**{k: z[k] for k in z.files}, "y_test": np.full(20, 12)}
+    np.savez(tmp_path / "bad.npz", **bad)
+    with pytest.raises(pack.PackError, match="labels 12..12, outside 0..9"):
+        pack.pack("cifar10", tmp_path / "p", source=tmp_path / "bad.npz")
+    for mb in (math.nan, -1, math.inf):
+        with pytest.raises(pack.PackError, match="--max-mb .* must be a positive number"):
+            pack.pack("cifar10", tmp_path / "p", max_mb=mb, source=small_pack[0])
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("action", ["pack", "unpack"], ids=["pack", "unpack"])
+def test_pack_and_unpack_on_a_full_disk(small_pack, tmp_path, monkeypatch, capsys, action):
+    src, packed = small_pack
+    target = str(src if action == "pack" else packed)
+    argv = ["data", action, "cifar10" if action == "pack" else target, "--out", str(tmp_path / "out")]
+    if action == "pack":
+        argv += ["--source", target]
+    _fill_disk(monkeypatch)
+    with pytest.raises(SystemExit) as e:
+        M.main(argv)
+    msg = str(e.value.code)
+    assert msg.startswith("error: cannot write") and "free space" in msg and "--out DIR" in msg, msg
+    assert not _temps(tmp_path)
+
+
+def test_worker_errors_are_one_line(tmp_path):
+    """A truncated JPEG read by a DataLoader worker: the worker's one line, as the tensor path says."""
+    from facnn import data as D
+    from test_imagenet import WNIDS, write_tree
+    root = write_tree(tmp_path / "imagenet20", n_train=1)
+    path = root / "train" / WNIDS[7] / f"{WNIDS[7]}_0.jpg"
+    path.write_bytes(path.read_bytes()[:40])
+    ds = D.FolderDataset("imagenet20", root, "train", D.class_list("imagenet20", root), 16)
+    loader = D.FolderLoader(ds, 4, False, num_workers=1)
+    with pytest.raises(ValueError) as e:
+        list(loader)
+    assert str(e.value).startswith(f"image {path} does not decode") and "\n" not in str(e.value)
+
+
+def test_a_finished_runs_damaged_checkpoint(tmp_path, capsys):
+    """checkpoint.pt truncated, weights.pt intact: eval uses the weights; train moves the
+    damaged checkpoint aside and says so."""
+    cfg = tiny(tmp_path)
+    first = TR.train(cfg)
+    ckpt = TR.run_dir(cfg) / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:200])
+    TR.load_trained(cfg)
+    capsys.readouterr()
+    assert TR.train(cfg) == first
+    assert "checkpoint.damaged.pt" in capsys.readouterr().err and not ckpt.exists()
+    TR.load_trained(cfg)
+
+
+def test_two_trainings_of_one_run(tmp_path):
+    cfg = tiny(tmp_path)
+    folder = fileio.make_dir(TR.run_dir(cfg))
+    with fileio.run_lock(folder):
+        with pytest.raises(fileio.RunLocked, match=rf"being trained by process {os.getpid()} .*wait for it"):
+            TR.train(cfg)
+    assert TR.train(cfg)["epochs"] == 1 and not (folder / ".lock").exists()
+
+
+def test_eval_of_an_unfinished_run_says_so(tmp_path, monkeypatch, capsys):
+    cfg = tiny(tmp_path, epochs=2)
+    TR.train(cfg, stop_after=1)
+    argv = shlex.split(cli_command(cfg, "eval"))[3:]
+    capsys.readouterr()
+    M.main(argv)
+    out, err = capsys.readouterr()
+    assert json.loads(out)["finished"] is False and "unfinished" in err
+    TR.train(cfg)
+    M.main(argv)
+    out, err = capsys.readouterr()
+    assert json.loads(out)["finished"] is True and not err
+
+
+def test_book_refuses_a_profile_in_set(tmp_path):
+    from facnn.book import pipeline as P
+    with pytest.raises(SystemExit, match="use --profile cpu instead"):
+        P.main(["--profile", "smoke", "--only", "02", "--set", "profile=cpu", "--root", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
+
+
+def test_book_chapter_error_is_one_line(tmp_path, monkeypatch):
+    import papermill as pm
+    from facnn.book import pipeline as P
+
+    def fails(src, dst, *a, **k):
+        raise pm.PapermillExecutionError(3, 3, "ch.size('n_images', n_images)", "ValueError",
+                                         "n_images=-5 must be >= 1",
+                                         [f"line {i}" for i in range(27)])
+    monkeypatch.setattr(P, "execute_chapter", fails)
+    monkeypatch.setattr(P, "ensure_kernel", lambda: None)
+    with pytest.raises(SystemExit) as e:
+        P.main(["--profile", "smoke", "--only", "04", "--no-build", "--root", str(tmp_path),
+                "--set", "n_images=-5"])
+    msg = str(e.value.code)
+    assert "\n" not in msg and "ValueError: n_images=-5 must be >= 1" in msg and "line 3" not in msg
+
+
+def _constant_edited(monkeypatch, module: str, source: str):
+    """Pretend facnn's module source now defines ``source`` (e.g. STATS = ...)."""
+    import ast
+    from facnn.book import constants as K
+    real = K._parsed
+
+    def parsed(name):
+        defs, imports = real(name)
+        if name == module:
+            node = ast.parse(source).body[0]
+            defs = {**defs, node.targets[0].id: node}
+        return defs, imports
+    monkeypatch.setattr(K, "_parsed", parsed)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["hashes", "older-entry-against-git"])
+def test_a_changed_library_constant_marks_results_stale(tmp_path, monkeypatch, legacy):
+    from facnn.book import cache as Cc
+    mod = tmp_path / "chapter_stats.py"
+    mod.write_text("from facnn import data as D\n\n\ndef study(x):\n    return {'x': float(D.normalise(x).sum())}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import chapter_stats
+    monkeypatch.setattr(Cc, "git_commit", lambda: "HEAD")
+    Cc.Cache("smoke", tmp_path / "r").get("s", {}, lambda: {"x": 1}, {}, [chapter_stats.study])
+    root = tmp_path / "r" / "smoke" / "analysis"
+    if legacy:   # an entry written before constants were tracked
+        meta_path = next(root.glob("s-*")) / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        for k in ("constants", "meta_sha256"):
+            meta.pop(k)
+        meta_path.write_text(json.dumps(meta))
+    assert Cc.stale_entries(root) == []
+    _constant_edited(monkeypatch, "facnn.data", "STATS = {'cifar10': ((0.5,) * 3, (0.25,) * 3)}")
+    assert Cc.stale_entries(root) == [(next(root.glob("s-*")).name,
+                                       "a constant it reads has changed (facnn.data.STATS)")]
+
+
+def test_an_edited_meta_json_is_refused(tmp_path):
+    from facnn.book import cache as Cc
+    calls = []
+    get = lambda: Cc.Cache("smoke", tmp_path).get("s", {}, lambda: calls.append(1) or {"x": 1}, {}, ["facnn.layers"])
+    get()
+    meta_path = next((tmp_path / "smoke" / "analysis").glob("s-*")) / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["provenance"]["commit"] = "0000000"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="meta.json was edited after it was written"):
+        _, prov = get()
+    assert len(calls) == 2 and prov.commit != "0000000"
