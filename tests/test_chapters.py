@@ -124,3 +124,63 @@ def test_negative_note_names_the_non_negative_maps_that_rise(rises, phrase):
     note = X.negative_note(t)
     assert phrase in note
     assert "k-occ, whose maps can be negative, rises +10.0 points, and +2.0 with" in note
+
+
+# -- the Figure 4 bootstrap on made-up per-image results whose answer is known ------------------
+
+_FRACTIONS = np.round(np.linspace(0, 0.9, 10), 2)
+_METHODS = ("fa-cnn", "grad-cam", "rise", "k-occ", "random")
+
+
+def _made_up(n: int, better_on: float, seed: int = 0):
+    """curve_keys and per-image outcomes (curves, F, n) for LeRF at layers 9 (last) and 6:
+    every method is right exactly where `random` is, and also on a share ``better_on`` of
+    the images `random` gets wrong (the same images at every fraction). ``better_on=None``:
+    every method is an independent coin with random's accuracy (no method is better)."""
+    rng = np.random.default_rng(seed)
+    rand = rng.random(n) < 0.5
+    keys, rows = [], []
+    for m in _METHODS:
+        for layer in ((9, 6) if m in ("fa-cnn", "grad-cam") else (None,)):
+            if m == "random":
+                right = rand
+            elif better_on is None:
+                right = rng.random(n) < 0.5
+            else:
+                right = rand | ((~rand) & (rng.random(n) < better_on))
+            keys.append(dict(method=m, layer=layer, order="lerf", seed=0 if m == "random" else None))
+            rows.append(np.repeat(right[None], len(_FRACTIONS), 0))
+    return pd.DataFrame(keys), np.stack(rows)
+
+
+def _support(keys, correct, statement: str, n_boot: int = 200) -> float:
+    boot = X.bootstrap_figure4(keys, correct, _FRACTIONS, n_boot=n_boot, seed=1)
+    reading = X.figure4_reading(X._curves_from(keys, correct.mean(2), _FRACTIONS))
+    return float(boot["statement_support"][list(reading["the paper says"]).index(statement)])
+
+
+_RANDOM = "All methods do better than random removal"
+
+
+def test_a_method_better_on_paired_images_has_full_support():
+    """Each method beats random on a few images and ties on the rest: in every resample of
+    images (paired across methods) it is ahead, so the support is 1.0. Resampling each
+    method's images independently would drown a 3-point gap in noise (support near 0.7)."""
+    keys, correct = _made_up(400, better_on=0.06)
+    assert _support(keys, correct, _RANDOM) == 1.0
+
+
+def test_a_borderline_statement_has_support_strictly_between():
+    """No method is better than random: the statement holds in some resamples and not in
+    others. One resample reused for every round would give exactly 0 or 1."""
+    keys, correct = _made_up(400, better_on=None)
+    s = _support(keys, correct, _RANDOM)
+    assert 0.0 < s < 1.0 and X.statement_verdict("yes", s) == "inconclusive"
+
+
+def test_bootstrap_support_does_not_depend_on_curve_order():
+    keys, correct = _made_up(300, better_on=None, seed=3)
+    flip = np.arange(len(keys))[::-1]
+    a = _support(keys, correct, _RANDOM)
+    b = _support(keys.iloc[flip].reset_index(drop=True), correct[flip], _RANDOM)
+    assert a == b
