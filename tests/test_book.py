@@ -129,7 +129,11 @@ def test_table1_questions_decide_by_paired_seeds_and_write_the_verdict_file(tmp_
                       1.0, 1.0, "holds", "02_theorem1_gradcam")])
     doc = C.merge(tmp_path, "cpu", "abc1234")
     saved = json.loads((tmp_path / "cpu" / "claims.json").read_text())
-    assert saved == doc and doc["commit"] == "abc1234" and len(doc["claims"]) == len(entries) + 1
+    assert saved == {k: v for k, v in doc.items() if k != "commit"} and doc["commit"] == "abc1234"
+    assert len(doc["claims"]) == len(entries) + 1
+    before = (tmp_path / "cpu" / "claims.json").read_bytes()   # a rebuild at another commit
+    C.merge(tmp_path, "cpu", "def5678")
+    assert (tmp_path / "cpu" / "claims.json").read_bytes() == before
     assert set(doc["claims"][0]) == set(C.FIELDS)
     md = C.verdict_table_md(doc, "../notebooks/")
     assert 'facnn-fails">fails<' in md and 'facnn-holds">holds<' in md and "(../notebooks/01_training.ipynb)" in md

@@ -5,7 +5,7 @@ Each chapter records its entries (``record``) under ``results/<profile>/claims/<
 the book's build merges them into ``results/<profile>/claims.json`` (``merge``), which the
 landing page's verdict table and the chapters read::
 
-    {"profile": "cpu", "commit": "...", "claims": [
+    {"profile": "cpu", "claims": [
         {"id": "table1.cifar10.pool_vs_linear", "source": "Table 1",
          "statement": "<the paper's claim, one line>", "dataset": "cifar10",
          "metric": "...", "paper": 0.67, "ours": -1.2, "ci95": [-3.1, 0.7], "n_seeds": 3,
@@ -106,7 +106,8 @@ def record(results_dir: str | Path, profile: str, chapter: str,
 def merge(results_dir: str | Path, profile: str, commit: str,
           chapters: Sequence[str] | None = None) -> dict[str, Any]:
     """Merge the chapters' entries into ``results/<profile>/claims.json`` (in chapter
-    order) and return it. ``chapters`` limits it to those executed in this build."""
+    order) and return it with the build's ``commit`` added (the file itself holds no build
+    stamp). ``chapters`` limits it to those executed in this build."""
     from ..fileio import atomic_write_text
     folder = Path(results_dir) / profile / "claims"
     files = sorted(folder.glob("*.json")) if folder.exists() else []
@@ -122,9 +123,10 @@ def merge(results_dir: str | Path, profile: str, commit: str,
                 raise ValueError(f"claim id {e['id']!r} recorded twice ({f.name})")
             if old is None or old["verdict"] == "not run":
                 claims[e["id"]] = e
-    doc = {"profile": profile, "commit": commit, "claims": list(claims.values())}
+    # no build stamp in the file: a rebuild with the same verdicts leaves the tracked file as it is
+    doc = {"profile": profile, "claims": list(claims.values())}
     atomic_write_text(Path(results_dir) / profile / "claims.json", json.dumps(doc, indent=1))
-    return doc
+    return {**doc, "commit": commit}
 
 
 def load(results_dir: str | Path, profile: str) -> dict[str, Any] | None:
