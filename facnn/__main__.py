@@ -25,7 +25,10 @@ def _overrides(args) -> dict:
 
 
 def _config(args):
-    return preset(args.profile, args.dataset, args.model, args.recipe, **_overrides(args))
+    try:
+        return preset(args.profile, args.dataset or "cifar10", args.model, args.recipe, **_overrides(args))
+    except TypeError as e:   # facnn.checks' type errors speak to Python callers; same one line here
+        raise ValueError(str(e)) from None
 
 
 def cmd_train(args) -> None:
@@ -38,8 +41,12 @@ def cmd_train(args) -> None:
 
 
 def cmd_sweep(args) -> None:
-    from .config import lr_sweep
+    from .config import SWEEP, lr_sweep
     from .train import train
+    dataset = SWEEP[args.profile]["dataset"]
+    if args.dataset not in (None, dataset) or args.recipe not in (None, "minimal"):
+        raise ValueError(f"the sweep at profile {args.profile} is the minimal recipe's on {dataset}; "
+                         f"drop --dataset and --recipe (train one cell with python -m facnn train)")
     overrides = _overrides(args)
     if "lr" in overrides:
         raise ValueError(f"sweep --set lr={overrides['lr']}: the sweep sets lr itself, one run per "
@@ -132,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
                            ("info", cmd_info, "layers, channels, parameters and FLOPs per image"),
                            ("sweep", cmd_sweep, "the minimal recipe's learning-rate sweep (--set applies to every run)")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--dataset", default="cifar10", choices=DATASETS)
+        p.add_argument("--dataset", default=None if name == "sweep" else "cifar10", choices=DATASETS)
         p.add_argument("--model", default="fa-pool", choices=MODELS)
         p.add_argument("--profile", default="cpu", choices=PROFILES)
         p.add_argument("--recipe", default=None, choices=RECIPES)

@@ -149,7 +149,14 @@ def _arrays(npz: Path) -> dict[str, np.ndarray]:
     if not npz.exists():
         raise PackError(f"{npz} not found. Write it with: python ../shared/data/unpack.py "
                         f"{npz.stem} --out {npz.parent}")
-    with np.load(npz) as z:
+    try:
+        z = np.load(npz)
+    except (OSError, ValueError, EOFError) as e:
+        raise PackError(f"{npz} is not a .npz archive ({str(e).split('.')[0]}); give the .npz "
+                        f"that ../shared/data/unpack.py writes") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise PackError(f"{npz} is a single .npy array, not a .npz archive of the CIFAR splits")
+    with z:
         missing = {"x_train", "y_train", "x_test", "y_test", "classes"} - set(z.files)
         if missing:
             raise PackError(f"{npz} lacks {', '.join(sorted(missing))}: not a CIFAR archive as "
