@@ -8,6 +8,7 @@ A run lives in ``<out_dir>/<profile>/<dataset>-<model>-<config hash>/``:
     metrics.jsonl    one line per epoch (rewritten from the checkpoint's history)
     summary.json     written when the last epoch is done
     weights.pt       the finished model's fp32 weights (small enough to commit)
+    .lock            while a process trains it (its PID); removed when it stops
 
 A finished run whose weights are gone or damaged (a clone with summary.json alone) is
 trained again by the same command; its old summary is kept as summary.previous.json.
@@ -226,22 +227,22 @@ def train(cfg: Config, stop_after: int | None = None) -> dict[str, Any]:
     from scratch: the old summary is kept as summary.previous.json for comparison and the
     new one replaces summary.json when the run ends. Ctrl-C stops after the current batch,
     saves a checkpoint there and raises :class:`TrainingInterrupted` saying where a rerun
-    resumes (a second Ctrl-C stops at once, keeping the last checkpoint).
+    resumes (a second Ctrl-C stops at once, keeping the last checkpoint). The config, the
+    device and the memory it needs are checked before anything is written; one process
+    trains a run at a time (a second raises RunLocked naming the first).
     """
     cfg.validate()
     device = resolve_device(cfg.device)
     check_memory(cfg, device)
     out = make_dir(run_dir(cfg))
     if int(os.environ.get("RANK", 0)) != 0:   # torchrun: rank 0 holds the run's lock
-        return _train(cfg, stop_after)
+        return _train(cfg, stop_after, device)
     with run_lock(out):
-        return _train(cfg, stop_after)
+        return _train(cfg, stop_after, device)
 
 
-def _train(cfg: Config, stop_after: int | None) -> dict[str, Any]:
-    cfg.validate()
+def _train(cfg: Config, stop_after: int | None, device: torch.device) -> dict[str, Any]:
     rank, world = _dist_setup()
-    device = resolve_device(cfg.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     out = run_dir(cfg)
