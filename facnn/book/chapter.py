@@ -80,6 +80,18 @@ class Chapter:
                           f"those of commit {prov.commit}.")
         return values, prov
 
+    def test_images(self, indices: Sequence[int]):
+        """Test images ``indices`` of the chapter's dataset as a small ArrayDataset, kept in
+        the analysis cache: a clone without the dataset shows the same demo images."""
+        import torch
+        from ..data import ArrayDataset
+        from .chapters import excerpt
+        idx = [int(i) for i in indices]
+        v, _ = self.computed("test_images", dict(dataset=self.runs.dataset, indices=idx),
+                             lambda: excerpt(self.runs.test_set(), idx), models=(), code=[excerpt])
+        return ArrayDataset(v["name"], torch.as_tensor(v["images"]), torch.as_tensor(v["labels"]),
+                            list(v["classes"]))
+
     def claim(self, id: str, statement: str, metric: str, paper, ours, verdict: str,
               source: str, dataset: str | None = None, ci95=None, n_seeds: int = 1) -> dict:
         """Record one checked claim for the verdict file (and return it)."""

@@ -31,6 +31,13 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
+def excerpt(test: D.ArrayDataset, indices: Sequence[int]) -> dict[str, Any]:
+    """Images ``indices`` of a split as plain values (uint8 images, labels, class names)."""
+    idx = torch.as_tensor(list(indices), dtype=torch.long)
+    return dict(name=test.name, images=test.images[idx].numpy(), labels=test.labels[idx].numpy(),
+                classes=list(test.classes), indices=idx.numpy())
+
+
 @torch.no_grad()
 def predict(model, x: Tensor) -> tuple[Tensor, Tensor]:
     """(predicted class (B,), its probability (B,)) from the model's own distribution."""
@@ -508,9 +515,20 @@ def negative_note(curves: pd.DataFrame) -> str:
 
 # -- Figures 1 and 5 -------------------------------------------------------------------------------
 
+def sample_photo(name: str) -> Path:
+    """One of the 20 ImageNet sample photos: in the shared offline copy beside the checkout,
+    else under data/imagenet-samples/."""
+    shared = D.shared_data_dir()
+    return (shared if shared is not None else Path("data")) / "imagenet-samples" / name
+
+
 def load_photo(path: str | Path, size: int = 32) -> Tensor:
     """A photo as uint8 (3, size, size): centre square crop, then an antialiased resize."""
     from PIL import Image
+    from .provenance import MissingResult
+    if not Path(path).is_file():
+        raise MissingResult(f"the photo {Path(path).name}", [f"cp ../shared/data/imagenet-samples/"
+                            f"{Path(path).name} data/imagenet-samples/"], f"{path} is absent")
     img = Image.open(path).convert("RGB")
     w, h = img.size
     s = min(w, h)
