@@ -129,6 +129,13 @@ class Config:
         _choice("precision", self.precision, ("auto", "bf16", "fp32"))
         _choice("loader", self.loader, ("auto", "tensor", "workers"))
         self._validate_numbers()
+        # options of one data source that another would silently ignore (and hash)
+        if self.subset is not None and self.dataset not in ("cifar10", "cifar100"):
+            raise ValueError(f"subset={self.subset} applies to CIFAR only, not {self.dataset}; drop it"
+                             f" (shapes sizes its splits with shapes_train and shapes_test)")
+        if self.classes_file is not None and self.dataset not in IMAGE_SIZE:
+            raise ValueError(f"classes_file applies to the ImageNet subsets only, not {self.dataset}; "
+                             f"drop it")
         if self.model == "fa-pool" and self.channels != self.num_classes * self.maps_per_class:
             raise ValueError(
                 f"width={self.width} does not match C*R = {self.num_classes}*{self.maps_per_class}"

@@ -117,7 +117,7 @@ def test_cli_config_refused(case, monkeypatch, capsys):
     dict(profile="cpu", dataset="cifar10", model="resnet18", recipe="standard", epochs=30,
          milestones=(2, 3)),
     dict(profile="paper", dataset="imagenet100", model="resnet50", recipe="standard"),
-    dict(profile="smoke", dataset="shapes", model="vanilla", out_dir="my runs/a b", width=None,
+    dict(profile="smoke", dataset="cifar10", model="vanilla", out_dir="my runs/a b", width=None,
          progress=False, subset="none-such"),
 ], ids=["overrides", "epochs-rederive", "epochs-pinned-milestones", "plain", "spaces"])
 def test_cli_command_round_trips(cfg, monkeypatch):
@@ -795,3 +795,11 @@ def test_book_ctrl_c_exits_130():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 130 and "Traceback" not in r.stderr and "rerun" in r.stderr, r.stderr
+
+
+def test_book_into_an_unwritable_root(tmp_path):
+    from facnn.book import pipeline as P
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as e:
+        P.main(["--profile", "smoke", "--root", str(tmp_path / "file" / "book"), "--no-execute", "--no-build"])
+    assert str(e.value.code).startswith("error: cannot write the book into") and "\n" not in str(e.value.code)

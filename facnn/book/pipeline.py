@@ -325,7 +325,11 @@ def main(argv: list[str] | None = None) -> None:
 
     out = Path(args.root).resolve() if args.root else ROOT
     root = out / "_build" / "src"
-    stage(root)
+    try:
+        stage(root)
+    except OSError as e:
+        raise SystemExit(f"error: cannot write the book into {root}: {e.strerror or e}; choose a "
+                         f"writable --root")
     results_dir = Path(args.results).resolve() if args.results else ROOT / "results"
     executed_dir = root / "notebooks"
     t_all = time.perf_counter()
