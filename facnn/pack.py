@@ -354,14 +354,20 @@ def load(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     m = read_manifest(folder)
     data = verify(folder, m)
     test = untile(_map(lambda n: decode(data[n], grey=False), m["test"]["files"]), m["test"]["count"])
-    if array_sha256(test) != m["test"]["sha256_uint8"]:
-        raise PackError(f"{folder}: the decoded test images differ from the originals although "
-                        f"the files are intact; this WebP decoder is broken (update Pillow)")
     train = untile(_map(lambda n: unplanes(decode(data[n], grey=True)), m["train"]["files"]),
                    m["train"]["count"])
     with np.load(io.BytesIO(data[m["labels"]])) as z:
         arrays = {"x_train": train, "y_train": z["y_train"], "x_test": test, "y_test": z["y_test"],
                   "classes": z["classes"]}
+    for split in ("train", "test"):
+        x, y, count = arrays[f"x_{split}"], arrays[f"y_{split}"], m[split]["count"]
+        if not len(x) == count == len(y):
+            raise PackError(f"{folder}: the manifest counts {count} {split} images, its sheets hold "
+                            f"{len(x)} and labels.npz {len(y)} labels; the pack is damaged or was "
+                            f"edited; copy it again")
+    if array_sha256(test) != m["test"]["sha256_uint8"]:
+        raise PackError(f"{folder}: the decoded test images differ from the originals although "
+                        f"the files are intact; this WebP decoder is broken (update Pillow)")
     _check_labels(arrays, m["dataset"], Path(folder) / m["labels"],
                   "the pack is damaged or mislabelled; re-create it from the original .npz")
     report = {"files_checked": len(data),

@@ -363,6 +363,7 @@ def measure_images_per_s(cfg: Config, device: str | torch.device | None = None, 
     from . import train as T
     device = T.resolve_device(cfg.device) if device is None else torch.device(device)
     batch = batch or cfg.batch_size
+    info.check_memory(apply_overrides(cfg, {"batch_size": batch}), device)
     side = info.input_size(cfg)
     torch.manual_seed(0)
     model = model_from_config(cfg).to(device).train()

@@ -606,6 +606,10 @@ def _label_11(f):
     _relabel(f, y_train=(np.arange(60) % 10) + 2)
 
 
+def _count(f):
+    _edit_manifest(f, lambda m: m["train"].update(count=100))
+
+
 def _file_outside(f):
     _edit_manifest(f, lambda m: m["train"].update(files=["../../etc/passwd"]))
 
@@ -613,8 +617,8 @@ def _file_outside(f):
 @pytest.mark.parametrize("spoil,message", [
     (_escape, "names dataset '../../escaped'"), (_no_checksum, "has no checksum for labels.npz"),
     (_says_cifar100, "holds 10 classes, but cifar100 has 100"), (_label_11, "labels 2..11, outside 0..9"),
-    (_file_outside, "not a plain file name"),
-], ids=["escape", "no-checksum", "says-cifar100", "label-out-of-range", "file-outside"])
+    (_file_outside, "not a plain file name"), (_count, "counts 100 train images"),
+], ids=["escape", "no-checksum", "says-cifar100", "label-out-of-range", "file-outside", "count"])
 def test_a_bad_manifest_is_refused_and_nothing_written(small_pack, tmp_path, spoil, message):
     from facnn import pack
     folder = _copy_pack(small_pack[1], tmp_path / "a" / "b" / "pack")
