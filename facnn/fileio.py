@@ -124,6 +124,9 @@ def run_lock(folder: Path | str, what: str = "trained"):
         try:
             f = open(path, "a+")
         except OSError as e:
+            if e.errno in _NOT_WRITABLE:   # a finished run in a read-only clone answers all the same;
+                yield                      # nothing can train there, so no second trainer either
+                return
             raise storage_error(path, e) from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

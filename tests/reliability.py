@@ -266,6 +266,9 @@ CASES = [
     _case("two-trainings", "training", "two trainings of one run at once",
           "the second stops at once naming the process that holds the run's lock",
           f"{F}::test_two_trainings_of_one_run"),
+    _case("lock-read-only", "training", "train on a finished run in a read-only folder (a clone on a read-only mount)",
+          "answers from its summary as before: a folder nothing can be written to needs no lock",
+          f"{F}::test_a_finished_run_in_a_read_only_folder"),
     # -- the book ----------------------------------------------------------------------------
     _case("cache-altered", "book", "a cached array changed behind the cache's back (valid npz, other values)",
           "the checksum stored with the entry names the file; the entry is recomputed",

@@ -700,6 +700,19 @@ def test_two_trainings_of_one_run(tmp_path):
     assert TR.train(cfg)["epochs"] == 1 and not (folder / ".lock").exists()
 
 
+def test_a_finished_run_in_a_read_only_folder(tmp_path, monkeypatch):
+    import builtins
+    cfg = tiny(tmp_path)
+    first = TR.train(cfg)
+
+    def read_only(path, mode="r", *a, **k):
+        if "r" not in mode or "+" in mode:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return builtins.open(path, mode, *a, **k)
+    monkeypatch.setattr(fileio, "open", read_only, raising=False)
+    assert TR.train(cfg) == first
+
+
 def test_eval_of_an_unfinished_run_says_so(tmp_path, monkeypatch, capsys):
     cfg = tiny(tmp_path, epochs=2)
     TR.train(cfg, stop_after=1)
