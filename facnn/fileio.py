@@ -12,6 +12,7 @@ whose one-line message names the path and what to do.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -227,3 +228,11 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()

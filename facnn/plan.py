@@ -467,7 +467,13 @@ class Plan:
             lines.append(f"{r.kind:<10}{r.dataset:<12}{r.model:<10}{r.recipe:<9}{r.lr:>6g}{r.seed:>5} {r.config_hash:<11}"
                          f"{r.parameters / 1e6:>8.1f}M{r.gflops_per_image:>8.2f}{r.images / 1e6:>9.1f}"
                          f"{r.hours:>9.1f}  " + ("no" if not r.done else "yes" if r.actual_hours is None
-                                              else f"yes, took {r.actual_hours:.2f} h"))
+                                              else f"yes, took {r.actual_hours:.2f} h")
+                         + ("" if not r.done or _has_weights(r) else "; summary only"))
+        summary_only = [r for r in self.runs if r.done and not _has_weights(r)]
+        if summary_only:
+            lines.append(f"{len(summary_only)} done runs keep only their summary (git keeps the weights "
+                         f"the book loads); a run's own train command retrains it, e.g.\n  "
+                         f"{summary_only[0].command}")
         lines.append("")
         for k, s in self.by_dataset().items():
             lines.append(f"{k:<22} {int(s['runs']):>3} runs, {int(s['done']):>3} done, "
@@ -539,6 +545,10 @@ def make_plan(profile: str, device: str | None = None, out_dir: str | Path = "re
                                str(run_dir(cfg)), params, flops / 1e9, n_train, cfg.epochs, prec,
                                hours, source, done, _actual_hours(summary), command(cfg), cfg))
     return Plan(profile, device, runs, used, measure)
+
+
+def _has_weights(r: PlannedRun) -> bool:
+    return any((Path(r.run_dir) / f).exists() for f in ("weights.pt", "checkpoint.pt"))
 
 
 def _actual_hours(summary: Path) -> float | None:

@@ -36,7 +36,8 @@ from . import data as D
 from .config import Config, cli_command
 # atomic_write_bytes and StorageError are re-exported: facnn.book imports them from here
 from .fileio import (RunLocked, StorageError, atomic_write_bytes, atomic_write_text,  # noqa: F401
-                     git_commit, make_dir, read_json, run_lock, sweep_stale_temps)
+                     file_sha256, git_commit, make_dir, read_json, run_lock,
+                     sweep_stale_temps)
 from .info import check_memory
 from .models import Classifier, fast_layout, inputs_unchecked, model_from_config
 
@@ -346,7 +347,8 @@ def _train(cfg: Config, stop_after: int | None, device: torch.device) -> dict[st
 
     summary = _summary(cfg, state, device, world)
     if rank == 0 and state["epoch"] >= cfg.epochs:
-        save_weights(cfg)
+        # the sha256 lets a clone that keeps only the summary tell a retrained model apart
+        summary["weights_sha256"] = file_sha256(save_weights(cfg))
         atomic_write_text(summary_path, json.dumps(summary, indent=1))
     if world > 1:
         dist.barrier()

@@ -162,3 +162,19 @@ def test_cli_plan_json_and_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["plan", "--profile", "nope"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("files, summary_only", [
+    (("summary.json",), True),                   # a clone: git kept the summary alone
+    (("summary.json", "weights.pt"), False),
+    (("summary.json", "checkpoint.pt"), False),
+])
+def test_plan_says_how_to_retrain_a_summary_only_run(tmp_path, files, summary_only):
+    plan = P.make_plan("paper", "h200", out_dir=tmp_path)
+    run = plan.runs[0]
+    for f in files:
+        (Path(run.run_dir) / f).parent.mkdir(parents=True, exist_ok=True)
+        (Path(run.run_dir) / f).write_text("{}")
+    text = P.make_plan("paper", "h200", out_dir=tmp_path).text()
+    assert ("summary only" in text) == summary_only
+    assert ("1 done runs keep only their summary" in text and run.command in text) == summary_only

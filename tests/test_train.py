@@ -216,3 +216,22 @@ def test_finished_run_leaves_weights_that_load_alone(tmp_path):
         T.load_trained(other)
     with pytest.raises(FileNotFoundError, match="weights.pt"):
         T.load_trained(cfg)
+
+
+def test_summary_carries_the_weights_sha256(trained_smoke):
+    """A clone that keeps only summary.json can still tell whether retrained weights are the
+    committed ones."""
+    from facnn.fileio import file_sha256
+    from facnn.train import run_dir
+    cfg, _ = trained_smoke
+    summary = json.loads((run_dir(cfg) / "summary.json").read_text())
+    assert summary["weights_sha256"] == file_sha256(run_dir(cfg) / "weights.pt")
+
+
+def test_committed_summaries_match_their_committed_weights():
+    from facnn.fileio import file_sha256
+    root = Path(__file__).resolve().parents[1] / "results"
+    pairs = [(s, s.parent / "weights.pt") for s in root.glob("*/*/summary.json")
+             if (s.parent / "weights.pt").exists()]
+    for summary, weights in pairs:
+        assert json.loads(summary.read_text()).get("weights_sha256") == file_sha256(weights), summary
