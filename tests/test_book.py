@@ -584,3 +584,15 @@ def test_a_stale_result_says_so_on_its_page(tmp_path, monkeypatch, clean_commit,
     assert values["x"] == 1 and "**Computed by older code.**" in out and "FRESH=1" in out
     assert f"commit {prov.commit}" in out
     sys.modules.pop("chapter_page")
+
+
+def test_launch_cells_use_the_one_repository_url():
+    """Colab opens a chapter from the repository: its first code cell (hidden on the page)
+    clones and installs facnn from the URL in _config.yml, the launch buttons' URL."""
+    from facnn.book.pipeline import repository_url
+    url = repository_url()
+    for path in sorted((ROOT / "notebooks").glob("0[1-8]_*.ipynb")):
+        cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        first = cells[0]
+        assert first.get("id") == "launch-install" and "remove-cell" in first["metadata"]["tags"], path.name
+        assert f'REPO = "{url}"' in "".join(first["source"]), path.name

@@ -221,6 +221,16 @@ def seeds_line(runs) -> str:
     return "Seeds: " + "; ".join(parts) + "."
 
 
+PLACEHOLDER_URL = "https://github.com/facnn-project/facnn"
+
+
+def repository_url() -> str:
+    """The one repository URL (``_config.yml``, repository.url): launch buttons and the
+    notebooks' Colab/Binder install cells use it (a test holds them equal)."""
+    import yaml
+    return yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+
+
 def mathjax(root: Path) -> None:
     """Copy MathJax (from the jupyter-server-mathjax package) into book/_static/mathjax so
     the built book renders equations with no network."""
@@ -231,8 +241,23 @@ def mathjax(root: Path) -> None:
                          "`pip install jupyter-server-mathjax` (make venv does)")
     src = Path(list(spec.submodule_search_locations)[0]) / "static"
     dst = root / "book" / "_static" / "mathjax"
-    if not (dst / "MathJax.js").exists():
-        shutil.copytree(src, dst, dirs_exist_ok=True)
+    marker = dst / ".facnn-subset-1"
+    if not marker.exists():
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst, ignore=_mathjax_unused)
+        marker.write_text("MathJax without the SVG output, a11y and other languages\n")
+
+
+def _mathjax_unused(folder: str, names: list[str]) -> list[str]:
+    """What the pages never load (8.7 of MathJax's 12 MB): the SVG renderer and the
+    accessibility extensions (reachable only from MathJax's menu, which _config.yml turns
+    off) and every language but English."""
+    here = Path(folder)
+    if here.name == "localization":
+        return [n for n in names if n != "en"]
+    if (here.name == "output" and here.parent.name == "jax") or here.name == "extensions":
+        return [n for n in names if n in ("SVG", "a11y")]
+    return []
 
 
 def plotly_js(root: Path) -> None:
@@ -273,7 +298,10 @@ def build(root: Path, out: Path, strict: bool = True) -> Path:
         sys.stderr.write(proc.stdout[-8000:] + proc.stderr[-8000:])
         raise SystemExit(f"error: jupyter-book build failed (exit {proc.returncode}); the "
                          f"warnings above name the page")
-    return out / "_build" / "html"
+    html = out / "_build" / "html"
+    for source_map in (html / "_static").rglob("*.map"):   # the theme's, 2 MB; browsers never fetch them
+        source_map.unlink()
+    return html
 
 
 OWN_FLAG = {"profile": "--profile", "fresh": "--fresh", "results_dir": "--results"}
@@ -374,6 +402,10 @@ def main(argv: list[str] | None = None) -> None:
     from . import claims
     doc = claims.merge(results_dir, args.profile, git_commit(), [s.stem for s in all_sources])
     landing(root, args.profile, results_dir, doc)
+    if repository_url() == PLACEHOLDER_URL:
+        print(f"[book] warning: _config.yml's repository.url is still the placeholder "
+              f"{PLACEHOLDER_URL}: the launch buttons (Colab, Binder) and the notebooks' install "
+              f"cells point nowhere until it names the real repository", flush=True)
     if not args.no_build:
         mathjax(root)
         plotly_js(root)
