@@ -184,3 +184,16 @@ def test_bootstrap_support_does_not_depend_on_curve_order():
     a = _support(keys, correct, _RANDOM)
     b = _support(keys.iloc[flip].reset_index(drop=True), correct[flip], _RANDOM)
     assert a == b
+
+
+def test_live_explorer_offers_images_of_every_class(setup):
+    """Test sets come sorted by class: the image list must not be the first n (one class)."""
+    pytest.importorskip("ipywidgets")
+    from facnn.book.explorer import build
+    model, test = setup
+    order = torch.argsort(test.labels, stable=True)          # sorted by class, as CIFAR is here
+    sorted_test = D.ArrayDataset(test.name, test.images[order], test.labels[order], test.classes)
+    widget = build(model, sorted_test, n_images=10)
+    pick = widget.children[0].children[0]
+    shown = {int(sorted_test.labels[i]) for _, i in pick.options}
+    assert len(pick.options) == 10 and len(shown) == 10

@@ -1,4 +1,4 @@
-"""An ipywidgets explorer for a trained FA-CNN (notebook 06).
+"""An ipywidgets explorer for a trained FA-CNN (notebook 08).
 
 Pick a test image (or upload one), a class, a layer, a removal fraction and order; see the
 class map and Grad-CAM at that layer, the class map through every layer (the morph strip),
@@ -26,16 +26,18 @@ def _upload_image(upload, size: int) -> torch.Tensor | None:
     return X.load_photo(io.BytesIO(bytes(content)), size)
 
 
-def build(model, test, n_images: int = 50):
-    """The explorer widget for ``model`` over the first ``n_images`` images of ``test``."""
+def build(model, test, n_images: int = 50, seed: int = 0):
+    """The explorer widget for ``model`` over ``n_images`` images of ``test`` spread over
+    its classes (test sets come sorted by class: the first 50 would all be airplanes)."""
     import ipywidgets as W
     from IPython.display import display
     import matplotlib.pyplot as plt
 
     size = test.images.shape[-1]
     names = list(test.classes)
+    shown = sorted(int(i) for i in X.distinct_classes(test, min(n_images, len(test)), seed))
     pick = W.Dropdown(options=[(f"test image {i} ({names[int(test.labels[i])]})", i)
-                               for i in range(min(n_images, len(test)))], description="image")
+                               for i in shown], description="image")
     upload = W.FileUpload(accept="image/*", multiple=False, description="or upload")
     use_upload = W.Checkbox(value=False, description="use the upload")
     cls = W.Dropdown(options=[("label of the image", -1)] + [(n, i) for i, n in enumerate(names)],
