@@ -1,6 +1,6 @@
 """Command line: ``python -m facnn {train,eval,info,sweep} --dataset D --model M --profile P
 [--recipe R] [--set key=value ...]``; ``python -m facnn plan --profile P [--json] [--format sh]
-[--measure] [--run]``; ``python -m facnn data {pack,unpack} ...``."""
+[--measure] [--run]``; ``python -m facnn data {get,pack,unpack} ...``."""
 from __future__ import annotations
 
 import argparse
@@ -96,6 +96,12 @@ def cmd_plan(args) -> None:
 
 def cmd_data(args) -> None:
     from . import pack
+    if args.action == "get":
+        from .download import get
+        print(f"wrote {get(args.target, args.out or 'data')}")
+        return
+    if args.out is None:
+        raise SystemExit(f"error: data {args.action} needs --out")
     if args.action == "pack":
         m = pack.pack(args.target, args.out, max_mb=args.max_mb, source=args.source)
         loss = m["train"]["loss"]
@@ -122,10 +128,13 @@ def _add_plan_and_data(sub) -> None:
                    help="batch for --measure (default: the config's)")
     p.add_argument("--run", action="store_true", help="train the missing runs one after another")
     p.set_defaults(fn=cmd_plan)
-    p = sub.add_parser("data", help="pack a dataset into an offline WebP pack, or unpack one")
-    p.add_argument("action", choices=("pack", "unpack"))
-    p.add_argument("target", help="pack: the dataset (cifar10, cifar100); unpack: the pack folder")
-    p.add_argument("--out", required=True, help="pack: the pack folder; unpack: the data folder")
+    p = sub.add_parser("data", help="fetch a dataset from its public source, pack one into an "
+                                    "offline WebP pack, or unpack one")
+    p.add_argument("action", choices=("get", "pack", "unpack"))
+    p.add_argument("target", help="get: cifar10, cifar100 or imagenet20; pack: the dataset "
+                                  "(cifar10, cifar100); unpack: the pack folder")
+    p.add_argument("--out", default=None, help="get: the data folder (default data); pack: the "
+                                               "pack folder; unpack: the data folder")
     p.add_argument("--max-mb", type=float, default=50.0, help="pack: size budget in MB (10^6 bytes)")
     p.add_argument("--source", default=None, help="pack: the .npz to read (default data/<dataset>.npz)")
     p.set_defaults(fn=cmd_data)

@@ -117,7 +117,8 @@ def _load_cifar(name: str, split: str, root: Path, subset: str | None, download:
         raise FileNotFoundError(
             f"{name} is not available under {root} ({e}). Provide it one of three ways:\n"
             f"  1. from the shared copy: python ../shared/data/unpack.py {name} --out {root}\n"
-            f"  2. with internet: add --set download=true (torchvision downloads it to {root})\n"
+            f"  2. with internet: python -m facnn data get {name} (or add --set download=true "
+            f"to a train command; torchvision downloads it to {root})\n"
             f"  3. copy torchvision's extracted folder "
             f"({'cifar-10-batches-py' if name == 'cifar10' else 'cifar-100-python'}) into {root}/"
         ) from None
@@ -294,13 +295,11 @@ _SOURCE = {
     "imagenet100": "the ILSVRC-2012 train and val folders (val sorted into val/<wnid>/); set "
                    "data_root to the folder that holds train/ and val/",
     "imagenet20": "one of two ways:\n"
-                  "  1. the project's offline copy, where a shared/data folder sits beside the "
+                  "  1. the public source, mini-ImageNet at 84x84 (Vinyals et al. 2016), its 20 "
+                  "classes extracted and checked: python -m facnn data get imagenet20\n"
+                  "  2. the project's offline copy, where a shared/data folder sits beside the "
                   "checkout: cp -r ../shared/data/imagenet20 data/ (or set "
-                  "data_root=../shared/data/imagenet20)\n"
-                  "  2. the public source, mini-ImageNet at 84x84 (Vinyals et al. 2016): git clone "
-                  "https://github.com/Deo0330/split_minidataset data/imagenet20 && git -C "
-                  "data/imagenet20 checkout 557ebcae (only the 20 classes of "
-                  "facnn.data.IMAGENET20 are read; their list is classes.json in the offline copy)",
+                  "data_root=../shared/data/imagenet20)",
 }
 
 

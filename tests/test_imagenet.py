@@ -104,7 +104,7 @@ def test_absent_imagenet20_lists_where_to_get_it(tmp_path, monkeypatch):
         D.imagenet_root("imagenet20", tmp_path / "data")
     msg = str(e.value)
     assert str(tmp_path / "data" / "imagenet20") in msg and str(tmp_path / "data") in msg
-    assert "shared/data" in msg and "Deo0330/split_minidataset" in msg and "557ebcae" in msg
+    assert "shared/data" in msg and "python -m facnn data get imagenet20" in msg
     with pytest.raises(FileNotFoundError, match="ILSVRC-2012"):
         D.imagenet_root("imagenet100", tmp_path / "data")
 

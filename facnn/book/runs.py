@@ -345,8 +345,7 @@ class Runs:
         shared = D.shared_data_dir()
         if shared is None or not (shared / "unpack.py").exists():
             raise MissingResult(f"the {DATASET_NAMES.get(dataset, dataset)} images",
-                                [f"python -m facnn train --dataset {dataset} --profile "
-                                 f"{self.profile} --set download=true   (torchvision fetches it)"],
+                                [f"python -m facnn data get {dataset}   (torchvision fetches it)"],
                                 f"data/{name} is absent")
         cmd = [sys.executable, str(shared / "unpack.py"), dataset, "--out", str(self.data_root)]
         if cfg.subset:
