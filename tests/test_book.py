@@ -596,3 +596,14 @@ def test_launch_cells_use_the_one_repository_url():
         first = cells[0]
         assert first.get("id") == "launch-install" and "remove-cell" in first["metadata"]["tags"], path.name
         assert f'REPO = "{url}"' in "".join(first["source"]), path.name
+
+
+def test_reliability_page_shows_every_category():
+    """A category the registry gains without a section on the page would vanish from it."""
+    import sys
+    sys.path.insert(0, str(ROOT / "tests"))
+    import reliability
+    page = "".join("".join(c["source"]) for c in json.loads(
+        (ROOT / "notebooks" / "10_reliability.ipynb").read_text())["cells"] if c["cell_type"] == "markdown")
+    for cat in {c["category"] for c in reliability.CASES}:
+        assert f"```{{glue}} rel_{cat.lower()}\n" in page and f"`rel_n_{cat.lower()}`" in page, cat
