@@ -515,7 +515,9 @@ def morph_strip(image, maps, title: str | None = None):
     cols = n if n <= 9 else (n + 1) // 2
     rows = 1 if n <= 9 else 2
     width = min(MAX_WIDTH, 0.9 * cols + 0.3)
-    fig, axes = plt.subplots(rows, cols, figsize=(width, rows * (width / cols) + 0.45), squeeze=False)
+    # each row needs room for its labels above the maps, and the title above them all
+    height = rows * (width / cols + 0.3) + (0.3 if title else 0.05)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
     axes = axes.ravel()
     axes[0].imshow(_rgb(image))
     axes[0].set_title("image")
