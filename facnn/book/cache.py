@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .constants import changed_since, constants_hashes
+from .constants import _defs, changed_since, constants_hashes
 from .provenance import ROOT, MissingResult, Provenance, git_commit, now, relative
 
 Code = str | Callable[..., Any]   # a module name ("facnn.theory") or a function
@@ -84,16 +84,7 @@ def code_name(item: Code) -> str:
 
 def _top_level(module: Any) -> dict[str, ast.AST]:
     """name -> the normalised top-level statement that defines it (def, class, assignment)."""
-    defs: dict[str, ast.AST] = {}
-    for node in _strip(ast.parse(inspect.getsource(module))).body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            defs[node.name] = node
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]):
-                for n in ast.walk(t):
-                    if isinstance(n, ast.Name):
-                        defs[n.id] = node
-    return defs
+    return _defs(_strip(ast.parse(inspect.getsource(module))))
 
 
 def sources_of(item: Code) -> list[tuple[str, str]]:
