@@ -192,9 +192,8 @@ def _tail(log: Path, start: int, n: int = 1500) -> str:
 
 
 def _atomic_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=str))
-    os.replace(tmp, path)
+    from facnn.fileio import atomic_write_text
+    atomic_write_text(path, json.dumps(doc, indent=1, default=str))
 
 
 def _part_command(name: str, args, box: float) -> list[str]:
