@@ -41,18 +41,21 @@ def cmd_train(args) -> None:
 
 
 def cmd_sweep(args) -> None:
-    from .config import SWEEP, lr_sweep
+    from .config import HELDOUT_SWEEP, SWEEP, lr_sweep
     from .train import train
     dataset = SWEEP[args.profile]["dataset"]
-    if args.dataset not in (None, dataset) or args.recipe not in (None, "minimal"):
-        raise ValueError(f"the sweep at profile {args.profile} is the minimal recipe's on {dataset}; "
-                         f"drop --dataset and --recipe (train one cell with python -m facnn train)")
+    heldout = HELDOUT_SWEEP.get(args.profile, {})
+    if args.dataset not in (None, dataset, *heldout) or args.recipe not in (None, "minimal"):
+        raise ValueError(f"the sweeps at profile {args.profile} are the minimal recipe's on "
+                         f"{', '.join(dict.fromkeys([dataset, *heldout]))}; choose one of those "
+                         f"with --dataset, drop --recipe (train one cell with python -m facnn train)")
     overrides = _overrides(args)
     if "lr" in overrides:
         raise ValueError(f"sweep --set lr={overrides['lr']}: the sweep sets lr itself, one run per "
                          f"rate of its grid; train one rate with python -m facnn train --set "
                          f"lr={overrides['lr']}")
-    cfgs = [apply_overrides(c, overrides).validate() for c in lr_sweep(args.profile, args.model)]
+    which = args.dataset if args.dataset in heldout else None
+    cfgs = [apply_overrides(c, overrides).validate() for c in lr_sweep(args.profile, args.model, which)]
     for cfg in cfgs:
         s = train(cfg)
         print(f"lr {cfg.lr:g}: accuracy {s['accuracy']:.4f} ({cfg.run_name()})", flush=True)

@@ -126,16 +126,54 @@ def _load_cifar(name: str, split: str, root: Path, subset: str | None, download:
                         torch.tensor(ds.targets).long(), list(ds.classes))
 
 
+# The held-out split is the same for every run (whatever its seed), so every rate of a
+# sweep is scored on the same images.
+HOLDOUT_SEED = 0
+
+
+def hold_out(data: ArrayDataset, per_class: int, seed: int = HOLDOUT_SEED) -> tuple[ArrayDataset, ArrayDataset]:
+    """(rest, held): ``per_class`` images of every class, drawn at random with ``seed``, move
+    from ``data`` (a training split) to ``held``, a validation split that no reported number
+    reads. Raises ValueError when a class has too few images to keep any for training."""
+    counts = torch.bincount(data.labels, minlength=data.num_classes)
+    if per_class >= int(counts.min()):
+        raise ValueError(f"holdout={per_class} leaves no training image in the smallest class of "
+                         f"{data.name} ({int(counts.min())} images); choose holdout below "
+                         f"{int(counts.min())}")
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data), generator=g)
+    rank = torch.empty_like(order)   # each image's place among its class in the random order
+    seen = torch.zeros(data.num_classes, dtype=torch.long)
+    for i in order.tolist():
+        c = int(data.labels[i])
+        rank[i] = seen[c]
+        seen[c] += 1
+    held = rank < per_class
+
+    def part(keep: Tensor) -> ArrayDataset:
+        return ArrayDataset(data.name, data.images[keep], data.labels[keep], data.classes,
+                            None if data.masks is None else data.masks[keep], data.wnids,
+                            data.imagenet_index)
+    return part(~held), part(held)
+
+
 def load_config_data(cfg) -> tuple[ArrayDataset, ArrayDataset]:
-    """(train, test) for a Config with an in-memory dataset."""
+    """(train, evaluation) for a Config with an in-memory dataset: the test split, or with
+    ``cfg.holdout`` images per class held out of the training split (the test split unread)."""
+    if cfg.holdout:
+        train = _load_config_split(cfg, "train")
+        return hold_out(train, cfg.holdout)
+    return _load_config_split(cfg, "train"), _load_config_split(cfg, "test")
+
+
+def _load_config_split(cfg, split: str) -> ArrayDataset:
     if cfg.dataset == "shapes":
-        return (load("shapes", "train", n=cfg.shapes_train, seed=cfg.seed),
-                load("shapes", "test", n=cfg.shapes_test, seed=cfg.seed))
+        return load("shapes", split, n=cfg.shapes_train if split == "train" else cfg.shapes_test,
+                    seed=cfg.seed)
     if cfg.dataset in IMAGENET_SUBSETS:
-        return tuple(load_folder(cfg.dataset, split, cfg.data_root, cfg.image_size,
-                                 cfg.classes_file, CLASS_CHOICE_SEED) for split in ("train", "test"))
-    return (load(cfg.dataset, "train", cfg.data_root, cfg.subset, cfg.download),
-            load(cfg.dataset, "test", cfg.data_root, cfg.subset, cfg.download))
+        return load_folder(cfg.dataset, split, cfg.data_root, cfg.image_size, cfg.classes_file,
+                           CLASS_CHOICE_SEED)
+    return load(cfg.dataset, split, cfg.data_root, cfg.subset, cfg.download)
 
 
 # -- shapes -------------------------------------------------------------------------------

@@ -185,6 +185,8 @@ def make_loaders(cfg: Config, device: torch.device, rank: int = 0, world: int = 
     ImageNet subsets). Both kinds take ``set_epoch(epoch, start_batch)``."""
     per_rank = max(1, cfg.batch_size // world)
     if cfg.dataset in D.IMAGENET_SUBSETS and _folder_loader(cfg) == "workers":
+        if cfg.holdout:
+            raise ValueError(f"holdout={cfg.holdout} needs the in-memory loader; add --set loader=tensor")
         return _imagenet_loaders(cfg, device, rank, world)
     train, test = D.load_config_data(cfg)
     if cfg.dataset in D.IMAGENET_SUBSETS:

@@ -114,7 +114,7 @@ CASES = [
           "refused (CIFAR ignored it): `applies to the ImageNet subsets only`",
           f"{F}::test_cli_config_refused[set-classes-file-cifar]"),
     _case("sweep-dataset", "CLI", "python -m facnn sweep --profile smoke --dataset cifar100",
-          "refused (the sweep ignored it and ran on its own dataset): `drop --dataset and --recipe`",
+          "refused (the sweep ignored it and ran on its own dataset): `choose one of those with --dataset`",
           f"{F}::test_cli_refused_before_writing[sweep-dataset]"),
     _case("ctrl-c-import", "CLI", "Ctrl-C in the first second of python -m facnn (torch importing)",
           "exit code 130, no traceback", f"{F}::test_ctrl_c_while_importing"),

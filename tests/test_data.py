@@ -96,3 +96,36 @@ def test_bad_dataset_names(name, split, message):
     with pytest.raises(ValueError, match=message):
         D.load(name, split)
 
+
+
+# -- held-out validation split (rates chosen without the test split) ----------------------
+
+@pytest.mark.parametrize("per_class", [1, 20, 99])
+def test_hold_out_is_balanced_disjoint_and_fixed(per_class):
+    data = D.make_shapes(1000, seed=3)
+    rest, held = D.hold_out(data, per_class)
+    assert len(rest) + len(held) == len(data)
+    assert held.labels.bincount(minlength=10).tolist() == [per_class] * 10
+    # disjoint and covering: every image lands in exactly one part
+    key = lambda ds: sorted(map(bytes, ds.images.flatten(1).numpy()))
+    assert sorted(key(rest) + key(held)) == key(data)
+    again = D.hold_out(data, per_class)[1]
+    assert torch.equal(again.images, held.images)          # same split every call
+    assert not torch.equal(D.hold_out(data, per_class, seed=1)[1].images, held.images)
+
+
+@pytest.mark.parametrize("per_class", [100, 1000])
+def test_hold_out_refuses_to_empty_a_class(per_class):
+    with pytest.raises(ValueError, match="holdout=.*choose holdout below 100"):
+        D.hold_out(D.make_shapes(1000, seed=3), per_class)
+
+
+def test_config_holdout_never_reads_the_test_split(monkeypatch):
+    from facnn.config import preset
+    cfg = preset("smoke", "shapes", "fa-pool", holdout=10, shapes_train=200)
+    calls = []
+    real = D.load
+    monkeypatch.setattr(D, "load", lambda name, split, *a, **k: calls.append(split) or real(name, split, *a, **k))
+    train, held = D.load_config_data(cfg)
+    assert calls == ["train"] and len(held) == 100 and len(train) == 100
+    assert cfg.hash() != preset("smoke", "shapes", "fa-pool", shapes_train=200).hash()
