@@ -92,11 +92,13 @@ class Chapter:
         return ArrayDataset(v["name"], torch.as_tensor(v["images"]), torch.as_tensor(v["labels"]),
                             list(v["classes"]))
 
-    def claim(self, id: str, statement: str, metric: str, paper, ours, verdict: str,
-              source: str, dataset: str | None = None, ci95=None, n_seeds: int = 1) -> dict:
-        """Record one checked claim for the verdict file (and return it)."""
-        e = C.entry(id, source, statement, dataset or self.runs.dataset, metric, paper, ours,
-                    verdict, self.name, ci95, n_seeds)
+    def claim(self, id: str, quote: str, statement: str, metric: str, paper, ours, verdict: str,
+              source: str, dataset: str | None = None, ci95=None, n_seeds: int = 1,
+              reason: str | None = None, counted: bool = True, **extra) -> dict:
+        """Record one checked claim for the verdict file (and return it); ``quote`` is a key
+        of facnn.book.paper.QUOTES (see facnn.book.claims.entry)."""
+        e = C.entry(id, source, quote, statement, dataset or self.runs.dataset, metric, paper, ours,
+                    verdict, self.name, ci95, n_seeds, reason, counted, **extra)
         self.claims = [c for c in self.claims if c["id"] != id] + [e]
         return e
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 VERDICTS = ("holds", "fails", "inconclusive", "not run")
-FIELDS = ("id", "source", "statement", "dataset", "metric", "paper", "ours", "ci95",
-          "n_seeds", "verdict", "page")
+FIELDS = ("id", "source", "quote", "where", "statement", "dataset", "metric", "paper", "ours",
+          "ci95", "n_seeds", "verdict", "reason", "counted", "page")
 
 # two-sided 95 % quantiles of Student's t with n-1 degrees of freedom, n = 2..10
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -75,17 +75,31 @@ def verdict(paper_side: int, ci: tuple[float, float] | None, mean: float | None 
     return "holds" if (mean > 0) == (paper_side > 0) else "fails"
 
 
-def entry(id: str, source: str, statement: str, dataset: str | None, metric: str,
+def entry(id: str, source: str, quote: str, statement: str, dataset: str | None, metric: str,
           paper: float | None, ours: float | None, verdict: str, page: str,
-          ci95: Sequence[float] | None = None, n_seeds: int = 0) -> dict[str, Any]:
-    """One claim, checked."""
+          ci95: Sequence[float] | None = None, n_seeds: int = 0, reason: str | None = None,
+          counted: bool = True, **extra: Any) -> dict[str, Any]:
+    """One claim, checked. ``quote`` is a key of facnn.book.paper.QUOTES: the entry carries
+    the paper's sentence and where it stands. ``statement`` is our operational reading (any
+    tolerance of ours said in words); ``reason`` says why, and is required for
+    "inconclusive" and "not run"; ``counted`` is false for our own extensions (another
+    removal order, extra tests), which the landing page does not count. ``extra`` adds
+    fields such as ``models`` and ``by_rate`` (Table 1)."""
+    from .paper import quote as paper_quote
     if verdict not in VERDICTS:
         raise ValueError(f"verdict {verdict!r}; choose one of {', '.join(VERDICTS)}")
+    if verdict in ("inconclusive", "not run") and not reason:
+        raise ValueError(f"claim {id!r} is {verdict!r} without a reason; say why (interval spans "
+                         f"the threshold, flips with the learning rate, under-trained, one seed, "
+                         f"budget, ...)")
+    where, sentence = paper_quote(quote)
+
     def r(v):
         return None if v is None or v != v else round(float(v), 6)   # NaN (not run) -> null
-    return dict(id=id, source=source, statement=statement, dataset=dataset, metric=metric,
-                paper=r(paper), ours=r(ours), ci95=None if ci95 is None else [r(v) for v in ci95],
-                n_seeds=int(n_seeds), verdict=verdict, page=page)
+    return dict(id=id, source=source, quote=sentence, where=where, statement=statement,
+                dataset=dataset, metric=metric, paper=r(paper), ours=r(ours),
+                ci95=None if ci95 is None else [r(v) for v in ci95], n_seeds=int(n_seeds),
+                verdict=verdict, reason=reason, counted=bool(counted), page=page, **extra)
 
 
 def record(results_dir: str | Path, profile: str, chapter: str,
