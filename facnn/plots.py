@@ -424,7 +424,7 @@ def seed_effects(q):
 
     ``q``: DataFrame with columns "dataset", "question", "ours", "ci95" ((lo, hi) or None),
     "paper", and optionally "short" (a short question label, used when present; long
-    questions are otherwise cut to 40 characters).
+    questions are otherwise cut to 40 characters) and "threshold" (drawn as a grey tick).
     """
     rows = list(q.to_dict("records"))
     if not rows:
@@ -450,6 +450,10 @@ def seed_effects(q):
             # at the axes' left edge (x in axes units), where no paper cross sits
             ax.text(0.01, y, "not run", va="center", fontsize=SMALL, color="0.4",
                     transform=ax.get_yaxis_transform())
+        if _number(r.get("threshold")):
+            ax.plot([r["threshold"]], [y], marker="|", ms=16, mew=2, color="0.55", ls="none",
+                    zorder=2, label="threshold" if "threshold" not in ax.get_legend_handles_labels()[1]
+                    else None)
         if _number(r.get("paper")):
             ax.plot([r["paper"]], [y], marker="x", ms=9, mew=2, color="k", ls="none",
                     zorder=4, label="paper" if "paper" not in ax.get_legend_handles_labels()[1]
@@ -460,7 +464,7 @@ def seed_effects(q):
     ax.set_xlabel("effect (accuracy points)")
     ax.grid(axis="x", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        fig.legend(loc="outside lower center", ncol=2, frameon=False)
+        fig.legend(loc="outside lower center", ncol=3, frameon=False)
     return fig
 
 

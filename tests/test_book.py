@@ -97,51 +97,113 @@ def _runs(accs):
     return {k: {s: {"accuracy": a} for s, a in enumerate(v)} for k, v in accs.items()}
 
 
-def test_table1_questions_decide_by_paired_seeds_and_write_the_verdict_file(tmp_path):
+def _br(**labels):
+    """by_rate from label=(ours, lo, hi, n)."""
+    return {k.replace("lr_0_8", "lr 0.8"): {"ours": v[0], "ci95": None if v[1] is None else [v[1], v[2]], "n_seeds": v[3]}
+            for k, v in labels.items()}
+
+
+FLAT = {"own": {"a": 0.2, "b": 0.5}, "lr 0.8": {"a": 0.0, "b": -0.3}}
+
+
+@pytest.mark.parametrize("by_rate, threshold, rises, verdict, reason", [
+    # decided: the interval excludes the threshold at every rate, and both models plateaued
+    (_br(own=(3, 2, 4, 3), lr_0_8=(2, 1, 3, 3)), 0, FLAT, "holds", "excludes +0 at every rate"),
+    (_br(own=(-3, -4, -2, 3), lr_0_8=(-2, -3, -1, 3)), 0, FLAT, "fails", "excludes +0 at every rate"),
+    (_br(own=(-0.5, -0.9, -0.1, 3), lr_0_8=(-0.5, -0.8, -0.2, 3)), -1, FLAT, "holds", "excludes -1"),
+    # our choices would flip it: the learning rate, or a model still improving
+    (_br(own=(3, 2, 4, 3), lr_0_8=(-3, -4, -2, 3)), 0, FLAT, "inconclusive",
+     "flips with the learning rate (holds at own, fails at lr 0.8)"),
+    (_br(own=(3, 2, 4, 3), lr_0_8=(2, 1, 3, 3)), 0, {"own": {"a": 1.5, "b": 0.0}, "lr 0.8": {"a": 0.5, "b": 0.5}},
+     "inconclusive", "under-trained: a +1.5 points over the last fifth of epochs at own"),
+    (_br(own=(3, 2, 4, 3), lr_0_8=(2, -1, 5, 3)), 0, FLAT, "inconclusive", "interval spans +0 at lr 0.8"),
+    (_br(own=(3, None, None, 1), lr_0_8=(2, 1, 3, 3)), 0, FLAT, "inconclusive", "one seed at own"),
+    (_br(own=(3, 2, 4, 3), lr_0_8=(None, None, None, 0)), 0, FLAT, "inconclusive", "not run at lr 0.8"),
+    (_br(own=(None, None, None, 0), lr_0_8=(None, None, None, 0)), 0, FLAT, "not run", "budget"),
+])
+def test_a_table1_verdict_is_decided_only_where_no_choice_of_ours_flips_it(by_rate, threshold, rises, verdict, reason):
+    got, why = T1.decide(by_rate, threshold, rises)
+    assert got == verdict and reason in why
+
+
+@pytest.mark.parametrize("curve, rise", [([0.1, 0.2, 0.3, 0.4, 0.5], 10.0), ([0.5] * 10, 0.0),
+                                         ([0.1, 0.3, 0.5, 0.52, 0.6, 0.61, 0.62, 0.63, 0.64, 0.65], 2.0),
+                                         ([0.4], None)])
+def test_rise_is_the_gain_over_the_last_fifth_of_epochs(curve, rise):
+    assert T1.rise(curve) == (None if rise is None else pytest.approx(rise))
+
+
+def _curves(runs, per_epoch):
+    return {k: {s: (None if v is None else [v["accuracy"] - per_epoch, v["accuracy"]]) for s, v in seeds.items()}
+            for k, seeds in runs.items()}
+
+
+def test_table1_claims_are_the_papers_sentences_with_differences_never_offsets(tmp_path):
     runs = _runs({("cifar10", "fa-pool", "minimal"): [0.70, 0.71, 0.72],
-                  ("cifar10", "fa-linear", "minimal"): [0.65, 0.655, 0.67],   # pool - linear ~ +5
-                  ("cifar10", "vanilla", "minimal"): [0.66, 0.64, 0.67],
+                  ("cifar10", "fa-linear", "minimal"): [0.65, 0.655, 0.67],
+                  ("cifar10", "vanilla", "minimal"): [0.60, 0.61, 0.61],
                   ("cifar10", "resnet18", "minimal"): [0.72, 0.70, 0.73],
-                  ("cifar10", "resnet18", "standard"): [0.7, 0.7, 0.7],
-                  ("cifar100", "fa-pool", "minimal"): [0.15],
-                  ("cifar100", "fa-linear", "minimal"): [0.30],              # -15, one seed
+                  ("cifar10", "resnet18", "standard"): [0.75, 0.76, 0.74],
                   ("imagenet20", "fa-pool", "minimal"): [0.26],
-                  ("imagenet20", "fa-linear", "minimal"): [0.33]})           # -7, one seed
-    q = T1.table1_questions(runs, "cpu").set_index("id")
-    pool = q.loc["table1.cifar10.pool_vs_linear"]
-    assert pool["seeds"] == 3 and pool["ours"] == pytest.approx((5 + 5.5 + 5) / 3 + 1, abs=0.01)
-    assert pool["paper"] == pytest.approx(93.13 - 93.80 + 1)
-    assert pool["verdict"] == "holds"          # within 1 point or above, as the paper's -0.67
-    assert q.loc["table1.cifar100.pool_vs_linear", "verdict"] == "fails"   # paper +2.71, ours -14
-    assert q.loc["table1.cifar100.pool_vs_linear", "ci95"] is None
-    skip = q.loc["table1.cifar10.skip_vs_vanilla"]
-    assert skip["verdict"] == "inconclusive" and skip["ci95"][0] < 0 < skip["ci95"][1]
-    assert "table1.cifar100.fa_vs_resnet18" not in q.index   # no ResNet on CIFAR-100 here
-    assert set(q["short"]) == set(T1.SHORT.values())        # the effects plot's row labels
-    stand_in = q.loc["table1.imagenet20.pool_vs_linear"]     # against the paper's ImageNet-100
-    assert stand_in["paper"] == pytest.approx(81.78 - 77.50 + 1) and stand_in["verdict"] == "fails"
-    assert "ImageNet-100" in stand_in["metric"] and "(ImageNet-100)" in " ".join(T1.questions_view(q)["paper (points)"])
-    entries = [C.entry(i, "Table 1", r["claim"], r["dataset_id"], r["metric"], r["paper"], r["ours"],
-                       r["verdict"], "01_training", r["ci95"], r["seeds"]) for i, r in q.iterrows()]
+                  ("imagenet20", "vanilla", "minimal"): [0.33]})
+    shared = {**runs, ("cifar10", "vanilla", "minimal"): {s: {"accuracy": 0.75} for s in range(3)}}
+    q = T1.table1_claims({"own rates": runs, "lr 0.8": shared},
+                         {"own rates": _curves(runs, 0.001), "lr 0.8": _curves(shared, 0.001)},
+                         ["cifar10", "imagenet20"], {"cifar10": "rates from test images"}).set_index("id")
+    pv = q.loc["table1.cifar10.pool_vs_vanilla"]
+    assert pv["paper"] == pytest.approx(93.13 - 92.97) and pv["ours"] == pytest.approx(10.33, abs=0.01)
+    assert pv["by_rate"]["lr 0.8"]["ours"] == pytest.approx(-4.0, abs=0.01)   # Vanilla better at 0.8
+    assert pv["verdict"] == "inconclusive" and "flips with the learning rate" in pv["reason"]
+    assert pv["reason"].endswith("rates from test images") and pv["models"] == ["fa-pool", "vanilla"]
+    lin = q.loc["table1.cifar10.linear_vs_resnet18"]       # "matching": at most 1 point below (ours)
+    assert lin["threshold"] == -1 and "tolerance is ours" in lin["statement"] and lin["verdict"] == "fails"
+    assert q.loc["table1.cifar10.linear_vs_resnet50", "verdict"] == "not run"
+    std = q.loc["table1.cifar10.pool_vs_best_standard"]
+    assert std["models"] == ["fa-pool", "resnet18-standard"] and std["paper"] == pytest.approx(93.13 - 94.89)
+    inet = q.loc["table1.imagenet20.pool_vs_vanilla"]        # the paper's ImageNet-100 column
+    assert inet["paper"] == pytest.approx(81.78 - 76.98) and inet["verdict"] == "inconclusive"
+    assert "one seed" in inet["reason"] and "ImageNet-100" in inet["metric"]
+    assert "table1.cifar100.pool_vs_resnet18" not in q.index and "table1.imagenet20.linear_vs_resnet18" not in q.index
+    entries = [C.entry(i, "Table 1", r["quote"], r["statement"], r["dataset_id"], r["metric"], r["paper"],
+                       r["ours"], r["verdict"], "01_training", r["ci95"], r["seeds"], r["reason"],
+                       models=r["models"], by_rate=r["by_rate"]) for i, r in q.iterrows()]
+    assert all(e["quote"] and e["where"].startswith("Section") for e in entries)
     C.record(tmp_path, "cpu", "01_training", entries)
     C.record(tmp_path, "cpu", "02_theorem1_gradcam",
-             [C.entry("theorem1.score_target", "Theorem 1", "maps = Grad-CAM", "cifar10", "r",
-                      1.0, 1.0, "holds", "02_theorem1_gradcam")])
+             [C.entry("theorem1.score_target", "Theorem 1", "theorem1", "maps = Grad-CAM", "cifar10", "r",
+                      1.0, 1.0, "holds", "02_theorem1_gradcam", reason="r = 1 on every image")])
     doc = C.merge(tmp_path, "cpu", "abc1234")
     saved = json.loads((tmp_path / "cpu" / "claims.json").read_text())
     assert saved == {k: v for k, v in doc.items() if k != "commit"} and doc["commit"] == "abc1234"
-    assert len(doc["claims"]) == len(entries) + 1
     before = (tmp_path / "cpu" / "claims.json").read_bytes()   # a rebuild at another commit
     C.merge(tmp_path, "cpu", "def5678")
     assert (tmp_path / "cpu" / "claims.json").read_bytes() == before
-    assert set(doc["claims"][0]) == set(C.FIELDS)
-    md = C.verdict_table_md(doc, "../notebooks/")
-    assert 'facnn-fails">fails<' in md and 'facnn-holds">holds<' in md and "(../notebooks/01_training.ipynb)" in md
-    assert md.startswith(f"**{len(entries) + 1} claims checked at profile `cpu`:** 2 holds, 2 fails, 3 inconclusive, 0 not run.")
-    assert "| 5.28 (ImageNet-100) |" in md and "| 5.28 |" not in md
-    assert "| imagenet20 |" in md and "| ImageNet-20 |" in C.verdict_table_md(doc, names={"imagenet20": "ImageNet-20"})
-    with pytest.raises(ValueError, match="verdict"):
-        C.entry("x", "s", "t", None, "m", None, None, "maybe", "p")
+    assert set(C.FIELDS) <= set(doc["claims"][0])
+    view = T1.claims_view(q.reset_index())
+    assert list(view.columns) == ["dataset", "claim (a - b > threshold)", "paper", "ours, own rates",
+                                  "ours, lr 0.8", "verdict", "reason"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(verdict="maybe"), "verdict"),
+    (dict(verdict="inconclusive", reason=None), "without a reason"),
+    (dict(verdict="not run", reason=""), "without a reason"),
+    (dict(quote="no-such-sentence"), "no paper quote"),
+])
+def test_a_claim_needs_a_known_verdict_a_reason_and_a_quote(kwargs, match):
+    args = dict(id="x", source="s", quote="theorem1", statement="t", dataset=None, metric="m", paper=None,
+                ours=None, verdict="holds", page="p", reason="r")
+    with pytest.raises((ValueError, KeyError), match=match):
+        C.entry(**{**args, **kwargs})
+
+
+def test_every_quote_is_the_papers_own_sentence():
+    from facnn.book import paper
+    text = paper.paper_text()
+    if text is None:
+        pytest.skip("../shared/paper is not beside this checkout")
+    assert paper.missing_quotes(text) == []
+    assert paper.missing_quotes("nothing of the paper") == list(paper.QUOTES)
 
 
 @pytest.mark.parametrize("profile, model, extra, lr", [
@@ -160,22 +222,7 @@ def test_seed_changes_name_the_preset_and_who_uses_it(monkeypatch):
     assert R.seed_changes("smoke") == ""
 
 
-def test_rate_sensitivity_answers_each_question_at_own_and_shared_rates(tmp_path):
-    own = T1.table1_questions(_runs({("cifar10", "fa-linear", "minimal"): [0.70, 0.71, 0.72],
-                                     ("cifar10", "vanilla", "minimal"): [0.65, 0.66, 0.66],
-                                     ("cifar10", "fa-pool", "minimal"): [0.70, 0.70, 0.71]}), "cpu")
-    shared = T1.table1_questions(_runs({("cifar10", "fa-linear", "minimal"): [0.70, 0.71],
-                                        ("cifar10", "vanilla", "minimal"): [0.70, 0.72]}), "cpu")
-    v = T1.rate_sensitivity(own, shared, 0.8).set_index("question")
-    assert list(v.columns) == ["dataset", "own rates", "all at lr 0.8", "verdict changes"]
-    skip = v.loc[T1.QUESTIONS[1][1]]                     # pool_vs_linear: shared lacks fa-pool
-    assert len(v) == 1 and skip["own rates"].endswith("3 seeds: holds")
-    assert skip["all at lr 0.8"].startswith("-0.50 [") and skip["verdict changes"] == "decided in one only"
-    assert T1.rate_flips(own, shared, 0.8) == "none"    # holds -> inconclusive is less evidence, not a flip
-    flipped = own.assign(verdict=["fails" if i.endswith("skip_vs_vanilla") else v for i, v in zip(own["id"], own["verdict"])])
-    assert T1.rate_flips(own, flipped, 0.8) == "CIFAR-10, dampened skip vs Vanilla: holds at the own rates, fails at 0.8"
-    none = T1.table1_questions(_runs({("cifar10", "fa-linear", "minimal"): [], ("cifar10", "vanilla", "minimal"): []}), "cpu")
-    assert T1.rate_sensitivity(own, none, 0.8).iloc[0][["all at lr 0.8", "verdict changes"]].tolist() == ["not run", "—"]
+def test_by_seed_reads_each_seeds_summary_at_a_shared_rate(tmp_path):
     runs = Runs("cpu", results_dir=tmp_path)
     assert runs.by_seed([("cifar10", "vanilla", "minimal")], lr=0.8) == {("cifar10", "vanilla", "minimal"):
                                                                         {1: None, 2: None, 3: None}}
@@ -186,20 +233,13 @@ def test_rate_sensitivity_answers_each_question_at_own_and_shared_rates(tmp_path
     assert runs.by_seed([("cifar10", "vanilla", "minimal")])[("cifar10", "vanilla", "minimal")][2] is None
 
 
-@pytest.mark.parametrize("a,b,change", [("holds", "fails", "flips"), ("fails", "holds", "flips"),
-                                         ("holds", "inconclusive", "decided in one only"),
-                                         ("inconclusive", "fails", "decided in one only"), ("holds", "holds", "no"),
-                                         ("inconclusive", "inconclusive", "no"), ("not run", "holds", "—")])
-def test_verdict_change_tells_a_flip_from_less_evidence(a, b, change):
-    assert T1.verdict_change(a, b) == change
-
-
 @pytest.mark.parametrize("first, second, kept", [("not run", "holds", "holds"), ("fails", "not run", "fails"),
                                                   ("not run", "not run", "not run"), ("holds", "fails", None)])
 def test_a_decided_claim_replaces_another_chapters_not_run(tmp_path, first, second, kept):
     for chapter, verdict in (("04_a", first), ("07_b", second)):
-        C.record(tmp_path, "cpu", chapter, [C.entry("figure4.imagenet20.lerf.1", "Figure 4", "s", "imagenet20",
-                                                    "m", None, None, verdict, chapter)])
+        C.record(tmp_path, "cpu", chapter, [C.entry("figure4.imagenet20.lerf.1", "Figure 4", "fig4_random", "s",
+                                                    "imagenet20", "m", None, None, verdict, chapter,
+                                                    reason="r")])
     if kept is None:
         with pytest.raises(ValueError, match="recorded twice"):
             C.merge(tmp_path, "cpu", "abc1234")

@@ -208,11 +208,23 @@ class Runs:
                                         data_root=str(self.data_root), **self.overrides))
                 for c in configs]
 
-    def sweep_configs(self, model: str = "fa-pool") -> list[Config]:
-        """The profile's learning-rate sweep of ``model`` (facnn.config.SWEEP), in this
-        store's folders."""
+    def curves(self, runs: Sequence[tuple[str, str, str]], **extra: Any
+               ) -> dict[tuple[str, str, str], dict[int, list[float] | None]]:
+        """(dataset, model, recipe) -> {seed: test accuracy per epoch, or None where that run
+        is not here}; ``extra`` as for by_seed."""
+        out: dict[tuple[str, str, str], dict[int, list[float] | None]] = {}
+        for d, m, r in runs:
+            out[(d, m, r)] = {}
+            for s in self.seeds(d):
+                h = self.history(self.config(m, r, d, seed=s, **extra))
+                out[(d, m, r)][s] = None if h is None else [float(v) for v in h["test_accuracy"]]
+        return out
+
+    def sweep_configs(self, model: str = "fa-pool", dataset: str | None = None) -> list[Config]:
+        """The profile's learning-rate sweep of ``model`` (facnn.config.SWEEP), or with
+        ``dataset`` that dataset's held-out sweep (HELDOUT_SWEEP), in this store's folders."""
         from ..config import lr_sweep
-        return self._in_store(lr_sweep(self.profile, model))
+        return self._in_store(lr_sweep(self.profile, model, dataset))
 
     def probes(self, model: str = "fa-pool") -> list[tuple[Config, dict[str, Any] | None]]:
         """(config, summary or None) of each run beside ``model``'s sweep
@@ -220,9 +232,10 @@ class Runs:
         from ..config import sweep_probes
         return [(c, self.summary_of(c)) for c in self._in_store(sweep_probes(self.profile, model))]
 
-    def sweep(self, model: str = "fa-pool") -> dict[float, dict[str, Any] | None]:
+    def sweep(self, model: str = "fa-pool", dataset: str | None = None
+              ) -> dict[float, dict[str, Any] | None]:
         """lr -> summary (None where missing) of each run of ``model``'s sweep."""
-        return {cfg.lr: self.summary_of(cfg) for cfg in self.sweep_configs(model)}
+        return {cfg.lr: self.summary_of(cfg) for cfg in self.sweep_configs(model, dataset)}
 
     def history(self, cfg: Config) -> pd.DataFrame | None:
         """Per-epoch metrics of a finished run, or None where it has none."""
