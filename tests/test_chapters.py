@@ -67,28 +67,170 @@ def test_middle_layer_verdict(lo, hi, verdict):
 
 
 class _Recorder:
+    """A chapter stand-in that builds each claim with claims.entry (so the schema is checked)."""
     def __init__(self):
         self.claims = {}
 
-    def claim(self, id, statement, metric, paper, ours, verdict, source, dataset=None, n_seeds=1, **kw):
-        self.claims[id] = (verdict, ours, dataset, n_seeds)
+    def claim(self, id, quote, statement, metric, paper, ours, verdict, source, dataset=None,
+              ci95=None, n_seeds=1, reason=None, counted=True, **extra):
+        from facnn.book.claims import entry
+        self.claims[id] = entry(id, source, quote, statement, dataset, metric, paper, ours,
+                                verdict, "04_pixel_removal", ci95, n_seeds, reason, counted)
 
 
-@pytest.mark.parametrize("placeholder", [None, "not run"])
-def test_figure4_claims_skip_statements_of_the_other_order(placeholder):
-    reading = pd.DataFrame({"order": ["LERF", "LERF", "MORF", "MORF"],
-                            "the paper says": ["a", "negative", "a", "negative"],
-                            "support": [0.99, 0.5, 0.01, None],
-                            "verdict": ["holds", "inconclusive", "fails", "not run"]})
+# -- Figure 4 as the paper states it (facnn.book.figure4), on made-up curves ----------------
+
+_FR = np.round(np.linspace(0, 1, 11), 2)
+
+
+def _c(clean, low, mid, high):
+    """A curve over 0, 0.1, .., 1 removed: ``low`` at 10-20 %, ``mid`` at 30-60 %, ``high``
+    at 70-90 %, a blank image (0.1) at 100 %."""
+    return np.array([clean, low, low, mid, mid, mid, mid, high, high, high, 0.1])
+
+
+def _curves(order="lerf", clean=0.7, **bands):
+    """Made-up curves of one order: every method at (low, mid, high) = (clean, 0.6, 0.3)
+    unless ``bands[method]`` says otherwise (``fa_cnn`` for fa-cnn; the layered methods at
+    layers 9 and 6 alike); RAND falls fast."""
+    default = {"random": (0.4, 0.2, 0.1)}
+    out = {}
+    for m in ("fa-cnn", "grad-cam", "rise", "k-occ", "random", "rise+clip", "k-occ+clip"):
+        b = bands.get(m.replace("-", "_").replace("+", "_"), default.get(m, (clean, 0.6, 0.3)))
+        for layer in ((9, 6) if m in ("fa-cnn", "grad-cam") else (None,)):
+            out[(m, layer, order)] = _c(clean, *b)
+    return out
+
+
+def _view(order="lerf", **kw):
+    from facnn.book import figure4 as F
+    return F.View(_curves(order, **kw), _FR, order)
+
+
+# (order, low-band accuracy of RISE, K-OCC, FA-CNN, Grad-CAM; does "RISE and K-OCC do best" hold?)
+@pytest.mark.parametrize("order, rise, kocc, fa, gc, holds", [
+    ("lerf", 0.80, 0.65, 0.70, 0.70, False),   # RISE beats FA-CNN, K-OCC does not: the best-of reading would hold
+    ("lerf", 0.80, 0.75, 0.70, 0.70, True),
+    ("lerf", 0.80, 0.75, 0.70, 0.78, False),   # Grad-CAM beats K-OCC
+    ("morf", 0.20, 0.45, 0.40, 0.40, False),   # MoRF: lower is better; K-OCC is not lower
+    ("morf", 0.20, 0.30, 0.40, 0.40, True),
+])
+def test_strict_low_removal_needs_each_perturbation_method_to_beat_each_of_ours(order, rise, kocc, fa, gc, holds):
+    from facnn.book import figure4 as F
+    v = _view(order, rise=(rise, .6, .3), k_occ=(kocc, .6, .3), fa_cnn=(fa, .6, .3), grad_cam=(gc, .6, .3))
+    assert F._low(v)[1] is holds
+
+
+# (clean accuracy, mid-band accuracy of FA-CNN/Grad-CAM and of RISE/K-OCC; "similar"?)
+@pytest.mark.parametrize("clean, ours, theirs, holds", [
+    (0.73, 0.20, 0.23, True),     # a gap of 0.03 is within 10 % of 0.73 ...
+    (0.26, 0.20, 0.23, False),    # ... and not within 10 % of 0.26 (ImageNet-20's clean accuracy)
+    (0.26, 0.20, 0.22, True),
+    (0.73, 0.60, 0.68, False),    # 0.08 > 0.073
+])
+def test_similar_is_relative_to_the_clean_accuracy(clean, ours, theirs, holds):
+    from facnn.book import figure4 as F
+    v = _view(clean=clean, fa_cnn=(clean, ours, .1), grad_cam=(clean, ours, .1),
+              rise=(clean, theirs, .1), k_occ=(clean, theirs, .1))
+    assert F._mid(v)[1] is holds
+    assert "10 % of the dataset's clean accuracy" in F.STATEMENTS[5][2](v)
+
+
+# (gain at 10-20 % of RISE, RISE clipped, K-OCC, K-OCC clipped; does the explanation hold?)
+@pytest.mark.parametrize("rise, rise_clip, kocc, kocc_clip, holds", [
+    (0.05, 0.05, 0.10, 0.00, True),    # RISE's unchanged rise is not consulted: it cannot be negative
+    (0.05, 0.05, 0.10, 0.05, False),   # K-OCC still rises when clipped
+    (0.00, 0.00, 0.00, 0.00, False),   # no rise to explain
+])
+def test_negative_attribution_test_skips_maps_that_cannot_be_negative(rise, rise_clip, kocc, kocc_clip,
+                                                                     holds, monkeypatch):
+    from facnn.book import figure4 as F
+    assert F.signed_methods() == ["k-occ"]
+    bands = dict(rise=(0.7 + rise, .6, .3), rise_clip=(0.7 + rise_clip, .6, .3),
+                 k_occ=(0.7 + kocc, .6, .3), k_occ_clip=(0.7 + kocc_clip, .6, .3))
+    v = _view(**bands)
+    ours, ok = F._negative(v)
+    assert ok is holds and "K-OCC" in ours and "RISE" not in ours
+    text = F.STATEMENTS[7][2](v)
+    assert "maps that can be negative, K-OCC:" in text and "RISE not tested" in text
+    # were RISE's maps signed, its unchanged rise would count against the explanation
+    monkeypatch.setitem(F.CAN_BE_NEGATIVE, "rise", True)
+    assert F._negative(_view(**bands))[1] is (holds and rise_clip <= 0)
+
+
+_RISING = dict(fa_cnn=(0.70, 0.6, 0.3), grad_cam=(0.70, 0.6, 0.3), rise=(0.75, 0.6, 0.3),
+               k_occ=(0.80, 0.6, 0.3))                      # LeRF-like: a rise, high curves
+_FALLING = dict(fa_cnn=(0.30, 0.1, 0.1), grad_cam=(0.30, 0.1, 0.1), rise=(0.35, 0.1, 0.1),
+                k_occ=(0.25, 0.1, 0.1))                     # MoRF-like: fast drops below RAND
+
+
+@pytest.mark.parametrize("lerf, morf, decided", [
+    (_RISING, _FALLING, "lerf"),      # as our curves are: the paper's descriptions are LeRF's
+    (_FALLING, _RISING, "morf"),      # were MoRF the order that rises and stays high
+    (_RISING, _RISING, "morf"),       # the curves cannot tell: the order the text names
+])
+def test_removal_order_is_decided_by_what_the_curves_show(lerf, morf, decided):
+    from facnn.book import figure4 as F
+    curves = {**_curves("lerf", **lerf), **_curves("morf", **morf)}
+    order, evidence = F.removal_order(curves, _FR)
+    assert order == decided
+    assert list(evidence.columns) == ["the paper describes", "measured on our curves", "LeRF", "MoRF"]
+    assert order.upper() in F.order_sentence(order, evidence).upper()
+
+
+def _made_up_values(n: int = 120, seed: int = 0, n_boot: int = 40):
+    """A removal_study-like result: per-image outcomes of every curve in both orders."""
+    from facnn.book import figure4 as F
+    rng = np.random.default_rng(seed)
+    keys, rows = [], []
+    for (m, layer, order), acc in {**_curves("lerf", **_RISING), **_curves("morf", **_FALLING)}.items():
+        if order == "morf" and m.endswith("+clip"):
+            continue
+        keys.append(dict(method=m, layer=layer, order=order, seed=0 if m == "random" else None))
+        rows.append(rng.random((len(_FR), n)) < acc[:, None])
+    rows = np.stack(rows)
+    rows[:, 0] = rows[0, 0]                      # the clean images are the same for every curve
+    return dict(curve_keys=pd.DataFrame(keys), correct=rows, meta=dict(fractions=list(_FR))), F
+
+
+def test_record_claims_counts_only_the_order_the_curves_reproduce():
+    values, F = _made_up_values()
+    order, _, table = F.figure4_statements(values, n_boot=40)
     ch = _Recorder()
-    counts = X.figure4_claims(ch, reading, "imagenet20", 200, verdict=placeholder)
-    assert sorted(ch.claims) == ["figure4.imagenet20.lerf.1", "figure4.imagenet20.lerf.2",
-                                 "figure4.imagenet20.morf.1"]
-    if placeholder:
-        assert {v for v, *_ in ch.claims.values()} == {"not run"} and counts["lerf_total"] == 0
-    else:
-        assert ch.claims["figure4.imagenet20.morf.1"] == ("fails", 0.01, "imagenet20", 1)
-        assert (counts["lerf_holds"], counts["lerf_inconclusive"], counts["morf_fails"], counts["morf_total"]) == (1, 1, 1, 1)
+    counts = F.record_claims(ch, table, "cifar10", 40)
+    ids = sorted(ch.claims)
+    assert order == "lerf" and len(ids) == 15 and "figure4.cifar10.morf.8" not in ids
+    for id_, c in ch.claims.items():
+        assert c["counted"] is (".lerf." in id_) and c["reason"]
+        assert c["quote"] and c["statement"] != c["quote"]
+    assert ch.claims["figure4.cifar10.lerf.3"]["quote"].startswith("In the low-removal range")
+    assert "our extension" in ch.claims["figure4.cifar10.morf.4"]["reason"]
+    assert counts["counted_total"] == 8 and counts["other_total"] == 7
+    F.record_claims(ch, table, "imagenet20", None, placeholder="chapter 07 has not run")
+    assert ch.claims["figure4.imagenet20.lerf.1"]["verdict"] == "not run"
+    assert ch.claims["figure4.imagenet20.lerf.1"]["reason"] == "chapter 07 has not run"
+
+
+def test_statement_bootstrap_draws_the_benchmarks_resamples():
+    """The statements' bootstrap resamples the images exactly as the cached benchmark's
+    (chapters.bootstrap_figure4): a statement both read alike gets the same support."""
+    from facnn.book import figure4 as F
+    keys, correct = _made_up(200, better_on=None, seed=5)
+    fr = _FRACTIONS
+    old = X.bootstrap_figure4(keys, correct, fr, n_boot=50, seed=2)["statement_support"]
+    new = F.bootstrap_support(keys, correct, fr, n_boot=50, seed=2)
+    t = F.reading(F.curve_dict(keys, correct.mean(2)), fr)
+    assert new[int(np.flatnonzero((t["order"] == "lerf") & (t["n"] == 2))[0])] == old[1]
+
+
+def test_figure4_quotes_are_the_papers():
+    from facnn.book import figure4 as F
+    from facnn.book.paper import QUOTES, missing_quotes, paper_text
+    assert {q for _, q, _, _ in F.STATEMENTS} | {"fig4_order"} <= set(QUOTES)
+    text = paper_text()
+    if text is None:
+        pytest.skip("the paper's text is not beside the checkout")
+    assert missing_quotes(text) == []
 
 
 # (method, maps of a random model): may any value be negative? (chapters.CAN_BE_NEGATIVE)

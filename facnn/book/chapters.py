@@ -303,7 +303,11 @@ def figure4_reading(curves: pd.DataFrame) -> pd.DataFrame:
     """The paper's reading of Figure 4, statement by statement, checked on our curves in
     each removal order. "Better" means higher accuracy for LeRF (least relevant removed
     first: a faithful map keeps the evidence) and lower for MoRF (most relevant first: a
-    faithful map destroys it). A statement that needs a method we did not run reads n/a."""
+    faithful map destroys it). A statement that needs a method we did not run reads n/a.
+
+    This is the reading the cached benchmarks were computed with (their fingerprint covers
+    it and _STATEMENTS), kept so they stay current; the book's verdicts are the strict
+    reading of facnn.book.figure4, on the same per-image outcomes."""
     layers = sorted({int(v) for v in curves["layer"].dropna()}, reverse=True)
     last, mid = layers[0], (layers[1] if len(layers) > 1 else None)
     rows = []
@@ -336,22 +340,9 @@ def auc_pivot(auc: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def reading_verdict(reading: pd.DataFrame) -> str:
-    """Which order reproduces the paper's reading, and how many of its statements hold."""
-    if reading.empty:
-        return "No removal curves."
-    counts = {o: (int((g["holds"] == "yes").sum()), int((g["holds"] != "n/a").sum()))
-              for o, g in reading.groupby("order", sort=False)}
-    best = max(counts, key=lambda o: counts[o][0])
-    txt = "; ".join(f"{o}: {k} of {n} statements hold" for o, (k, n) in counts.items())
-    return (f"{txt}. The paper's reading (higher is better; perturbation methods can raise "
-            f"accuracy) is a reading of <b>{best}</b> curves on our model.")
-
-
-def figure4_tables(values: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """From a removal_study result: the AUC table (one row per curve, LeRF and MoRF, with
-    their 95 % bootstrap intervals) and the paper's reading statement by statement (ours,
-    the bootstrap support, the verdict)."""
+def auc_table(values: dict[str, Any]) -> pd.DataFrame:
+    """From a removal_study result: the AUC table, one row per curve, LeRF and MoRF, with
+    their 95 % bootstrap intervals. (The paper's statements: facnn.book.figure4.)"""
     auc = auc_pivot(values["auc"])
     boot = values["auc_boot"].copy()
     boot["curve"] = [m if l is None or l != l else f"{m} @ layer {int(l)}"
@@ -360,41 +351,7 @@ def figure4_tables(values: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
         b = boot[boot["order"] == order].set_index("curve")
         auc[f"95 % {order.upper()}"] = [f"[{b.loc[c, 'auc_lo']:.3f}, {b.loc[c, 'auc_hi']:.3f}]"
                                         if c in b.index else "—" for c in auc["curve"]]
-    reading = figure4_reading(values["curves"])
-    reading["support"] = values["statement_support"][: len(reading)]
-    reading["verdict"] = [statement_verdict(h, s) for h, s in zip(reading["holds"], reading["support"])]
-    return auc, reading
-
-
-def reading_view(reading: pd.DataFrame) -> pd.DataFrame:
-    """The reading table a page shows: the statements decided in each order (a "not run"
-    row is a statement of the other order only, as in figure4_claims)."""
-    return reading.loc[reading["verdict"] != "not run", ["order", "the paper says", "ours", "support", "verdict"]]
-
-
-def figure4_claims(ch, reading: pd.DataFrame, dataset: str, n_boot: int | None,
-                   verdict: str | None = None) -> dict[str, int]:
-    """Record each statement of the reading, per order, as a claim of chapter ``ch``
-    (``verdict`` "not run": placeholders for a dataset not computed); returns the verdict
-    counts per order, e.g. {"lerf_holds": 4, ..., "lerf_total": 8}."""
-    counts: dict[str, int] = {}
-    for order in ("LERF", "MORF"):
-        r = reading[reading["order"] == order]
-        for i, (_, row) in enumerate(r.iterrows()):
-            if row["verdict"] == "not run":   # a statement of the other order only
-                continue
-            v = verdict or row["verdict"]
-            ch.claim(f"figure4.{dataset}.{order.lower()}.{i + 1}",
-                     f"{row['the paper says']} ({'LeRF' if order == 'LERF' else 'MoRF'})",
-                     f"share of {n_boot} bootstrap resamples in which it holds ({order})"
-                     if v != "not run" else "bootstrap support", None,
-                     None if v == "not run" else row["support"], v, "Figure 4", dataset=dataset,
-                     n_seeds=0 if v == "not run" else 1)
-        verdicts = r["verdict"] if verdict is None else pd.Series([verdict] * len(r))
-        for v in ("holds", "fails", "inconclusive"):
-            counts[f"{order.lower()}_{v}"] = int((verdicts == v).sum())
-        counts[f"{order.lower()}_total"] = int((verdicts != "not run").sum())
-    return counts
+    return auc
 
 
 def _band(s: pd.Series, lo: float, hi: float) -> float:
