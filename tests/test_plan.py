@@ -39,7 +39,7 @@ def test_the_plan_lists_exactly_the_runs_the_book_reads(tmp_path, profile):
     runs: Table 1 at each seed, chapter 01's shared-rate answers, the chapters' models, the
     sweeps."""
     from facnn.book.runs import Runs
-    from facnn.config import MINIMAL_LR
+    from facnn.config import HELDOUT_SWEEP, MINIMAL_LR
     runs = Runs(profile, results_dir=tmp_path)
     cells = runs.plan()   # chapter 01: the profile's Table 1 cells
     book = {runs.config(m, r, d, seed=s).hash() for d, m, r in cells for s in runs.seeds(d)}
@@ -48,6 +48,8 @@ def test_the_plan_lists_exactly_the_runs_the_book_reads(tmp_path, profile):
     book |= {runs.config(m).hash() for m in ("fa-pool", "fa-linear", "vanilla")}
     book |= {runs.config("fa-pool", dataset=P.IMAGENET[profile]).hash()}
     book |= {c.hash() for m in P.SWEEP_MODELS for c in [*runs.sweep_configs(m), *(c for c, _ in runs.probes(m))]}
+    book |= {c.hash() for m in P.SWEEP_MODELS for d in HELDOUT_SWEEP.get(profile, {})
+             for c in runs.sweep_configs(m, d)}
     planned = {r.config_hash for r in P.make_plan(profile, "cpu-2core", out_dir=tmp_path).runs}
     assert planned == book
 

@@ -93,7 +93,8 @@ class Comparison:
     short: str
 
 
-_ALL_DATASETS = ("cifar10", "cifar100", "imagenet20")
+# shapes: the smoke profile's stand-in, with no paper value
+_ALL_DATASETS = ("cifar10", "cifar100", "imagenet20", "shapes")
 COMPARISONS = [
     Comparison("pool_vs_vanilla", "vanilla", "fa-pool", "vanilla", 0.0,
                "FA-CNN with the pooling head is more accurate than Vanilla-CNN", _ALL_DATASETS,
