@@ -571,3 +571,75 @@ def morph_strips(image, strips):
     fig.tight_layout(pad=0.3)
     return fig
 
+
+
+# -- the landing page's forest plot ------------------------------------------------------------
+
+_VERDICT_COLOURS = {"holds": "#2e7d32", "fails": "#c62828", "inconclusive": "#f9a825", "not run": "0.6"}
+_GROUP_AXES = {"theory": "Pearson r, or largest increment in units of 1/N",
+               "accuracy": "accuracy points, model a - model b",
+               "attribution": "support over bootstrap resamples (Figure 4), Pearson r (Figures 1/5)"}
+
+
+def claims_forest(claims, names=None, groups=None):
+    """Every quantitative claim in one figure, a panel per group (theory, accuracy,
+    attribution): our value with its 95 % interval coloured by verdict, the paper's value as
+    a cross and the claim's threshold as a grey tick where it has them; "not run" at the
+    left edge. ``claims``: dicts of the claims file; ``groups``: source -> group
+    (facnn.book.claims.GROUPS); ``names``: dataset id -> name."""
+    from .book.claims import GROUPS
+    groups, names = groups or GROUPS, names or {}
+    panels: dict[str, list] = {}
+    for c in claims:
+        panels.setdefault(groups.get(c["source"], "other"), []).append(c)
+    order = [g for g in ("theory", "accuracy", "attribution", "other") if g in panels]
+    if not order:
+        raise ValueError("claims_forest needs at least one claim")
+    heights = [0.8 + 0.32 * len(panels[g]) for g in order]
+    fig, axes = plt.subplots(len(order), 1, figsize=(MAX_WIDTH, sum(heights) + 0.6), squeeze=False,
+                             gridspec_kw={"height_ratios": heights}, layout="constrained")
+    seen: set[str] = set()
+    for ax, g in zip(axes[:, 0], order):
+        rows = panels[g]
+        labels = []
+        for y, c in enumerate(rows):
+            text = c.get("short") or c["statement"]
+            text = text if len(text) <= 42 else text[:41] + "\u2026"
+            ds = names.get(c["dataset"], c["dataset"])
+            labels.append(f"{ds}: {text}" if ds else text)
+            colour = _VERDICT_COLOURS[c["verdict"]]
+            ours, ci = c.get("ours"), c.get("ci95")
+            if _number(ours):
+                err = None if not ci else [[ours - ci[0]], [ci[1] - ours]]
+                label = c["verdict"] if c["verdict"] not in seen else None
+                seen.add(c["verdict"])
+                ax.errorbar([ours], [y], xerr=err, fmt="o", color=colour, capsize=3, ms=5, zorder=3,
+                            label=label)
+            else:
+                ax.text(0.01, y, c["verdict"], va="center", fontsize=SMALL, color="0.4",
+                        transform=ax.get_yaxis_transform())
+            if _number(c.get("threshold")):
+                ax.plot([c["threshold"]], [y], marker="|", ms=12, mew=2, color="0.55", ls="none", zorder=2,
+                        label=None if "threshold" in seen else "threshold")
+                seen.add("threshold")
+            if _number(c.get("paper")):
+                ax.plot([c["paper"]], [y], marker="x", ms=8, mew=2, color="k", ls="none", zorder=4,
+                        label=None if "paper" in seen else "paper")
+                seen.add("paper")
+        ax.set_yticks(range(len(rows)), labels, fontsize=SMALL)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.set_title(g, loc="left", fontsize=11, fontweight="bold")
+        ax.set_xlabel(_GROUP_AXES.get(g, ""), fontsize=SMALL)
+        ax.grid(axis="x", alpha=0.3)
+    fig.legend(*_legend_of(axes), loc="outside lower center", ncol=6, frameon=False)
+    return fig
+
+
+def _legend_of(axes):
+    handles, labels = [], []
+    for ax in axes.ravel():
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    return handles, labels

@@ -152,26 +152,90 @@ def fmt(v: float | None, digits: int = 2) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
-def verdict_table_md(doc: dict[str, Any], link_prefix: str = "", names: Mapping[str, str] | None = None
-                     ) -> str:
-    """The landing page's verdict table (markdown): claim, dataset (by its name in
-    ``names``, e.g. cifar10 -> CIFAR-10), paper, ours (with interval and seeds), verdict,
-    link to the chapter."""
+GROUPS = {"Theorem 1": "theory", "Theorem 2": "theory", "Table 1": "accuracy",
+          "Figure 4": "attribution", "Figures 1/5": "attribution"}
+# what an "inconclusive" reason says, in the landing page's words
+_WHY = {"under-trained": "models still improving when training stopped",
+        "flips with the learning rate": "answers that flip with the learning rate",
+        "one seed": "single seeds", "spans": "intervals that span the threshold",
+        "support": "bootstrap support between the bounds", "threshold": "a threshold of ours",
+        "budget": "runs not yet trained"}
+
+
+def counted(doc: Mapping[str, Any], yes: bool = True) -> list[dict[str, Any]]:
+    """The claims the landing page counts (``yes``), or our extensions (not ``yes``)."""
+    return [c for c in doc["claims"] if bool(c.get("counted", True)) == yes]
+
+
+def synthesis_md(doc: Mapping[str, Any], names: Mapping[str, str] | None = None,
+                 accuracies: Sequence[str] = ()) -> str:
+    """The landing page's opening: what holds, what fails, what this scale cannot decide
+    and why, and the accuracies reached here beside the paper's (``accuracies``: phrases)."""
+    names = names or {}
+    claims = counted(doc)
+    if not claims:
+        return f"No verdicts yet at profile `{doc['profile']}`."
+    totals: dict[tuple, int] = {}
+    for c in claims:
+        key = (c["source"], c["dataset"])
+        totals[key] = totals.get(key, 0) + 1
+
+    def groups(verdict: str) -> str:
+        got: dict[tuple, int] = {}
+        for c in claims:
+            if c["verdict"] == verdict:
+                key = (c["source"], c["dataset"])
+                got[key] = got.get(key, 0) + 1
+        parts = []
+        for (source, dataset), n in got.items():
+            where = f" on {names.get(dataset, dataset)}" if dataset and totals[(source, dataset)] > 1 else ""
+            parts.append(f"{source}{where}" + (f" ({n} of {totals[(source, dataset)]})"
+                                               if totals[(source, dataset)] > 1 else ""))
+        return "; ".join(parts) or "none"
+    n = {v: sum(c["verdict"] == v for c in claims) for v in VERDICTS}
+    why: dict[str, int] = {}
+    for c in claims:
+        if c["verdict"] == "inconclusive":
+            for key, words in _WHY.items():
+                if key in (c.get("reason") or ""):
+                    why[words] = why.get(words, 0) + 1
+    because = ", ".join(w for w, _ in sorted(why.items(), key=lambda kv: -kv[1])) or "see each reason"
+    lines = [f"**Of the {len(claims)} claims of the paper this build checks at profile "
+             f"`{doc['profile']}`, {n['holds']} hold, {n['fails']} fail, {n['inconclusive']} "
+             f"cannot be decided at this scale and {n['not run']} are not run yet.**",
+             f"**Holds:** {groups('holds')}.", f"**Fails:** {groups('fails')}.",
+             f"**Undecided:** {groups('inconclusive')}; because of {because}."]
+    if accuracies:
+        lines.append("**Accuracy reached here** by FA-CNN with the pooling head (mean over "
+                     "seeds; the paper's at full scale in brackets): " + "; ".join(accuracies) + ".")
+    return "\n".join(f"- {line}" if i else line + "\n" for i, line in enumerate(lines))
+
+
+def verdict_table_md(doc: dict[str, Any], link_prefix: str = "", names: Mapping[str, str] | None = None,
+                     extensions: bool = False) -> str:
+    """The landing page's verdict table (markdown) of the counted claims, or with
+    ``extensions`` of our own extensions: claim (the paper's sentence on hover), dataset
+    (by its name in ``names``), paper, ours (with interval and seeds), verdict, reason, link
+    to the chapter."""
     icon = {v: f'<span class="facnn-verdict facnn-{v.replace(" ", "-")}">{v}</span>' for v in VERDICTS}
-    counts = {v: sum(c["verdict"] == v for c in doc["claims"]) for v in VERDICTS}
-    lines = [f"**{len(doc['claims'])} claims checked at profile `{doc['profile']}`:** "
+    rows = counted(doc, not extensions)
+    counts = {v: sum(c["verdict"] == v for c in rows) for v in VERDICTS}
+    kind = "extensions of ours (not counted)" if extensions else "claims counted"
+    lines = [f"**{len(rows)} {kind} at profile `{doc['profile']}`:** "
              + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + ".", "",
-             "| claim | dataset | paper | ours | 95 % interval (seeds) | verdict | page |",
-             "|---|---|---|---|---|---|---|"]
-    for c in doc["claims"]:
+             "| claim | dataset | paper | ours | 95 % interval (seeds) | verdict | reason | page |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in rows:
         ci = (f"[{fmt(c['ci95'][0])}, {fmt(c['ci95'][1])}] ({c['n_seeds']})" if c["ci95"]
               else (f"— ({c['n_seeds']})" if c["n_seeds"] else "—"))
         page = f"[{c['source']}]({link_prefix}{c['page']}.ipynb)"
-        statement = c["statement"].replace("|", "/")
+        quote = (c.get("quote") or "").replace('"', "&quot;")
+        statement = f'<span title="The paper: {quote}">{c["statement"]}</span>'.replace("|", "/")
         # a stand-in dataset's claim compares with the paper's number on another dataset
-        other = re.search(r"paper: its (.+?) effect", c.get("metric") or "")
+        other = re.search(r"paper: its (.+?) (effect|value)", c.get("metric") or "")
         paper = fmt(c["paper"]) + (f" ({other.group(1)})" if other and c["paper"] is not None else "")
         dataset = (names or {}).get(c["dataset"], c["dataset"]) or "—"
+        reason = (c.get("reason") or "").replace("|", "/")
         lines.append(f"| {statement} | {dataset} | {paper} | "
-                     f"{fmt(c['ours'])} | {ci} | {icon[c['verdict']]} | {page} |")
+                     f"{fmt(c['ours'])} | {ci} | {icon[c['verdict']]} | {reason} | {page} |")
     return "\n".join(lines)

@@ -179,18 +179,26 @@ def executed_profile(path: Path) -> str | None:
 # -- the landing page ------------------------------------------------------------------------
 
 def landing(root: Path, profile: str, results_dir: Path, doc: dict | None) -> None:
-    """Write book/_generated/{verdicts,scale,seeds,build}.md for the landing page."""
+    """Write book/_generated/{synthesis,verdicts,extensions,scale,seeds,build}.md and
+    forest.png for the landing page."""
     from . import claims
     from .runs import DATASET_NAMES, Runs
     out = root / GENERATED
     out.mkdir(parents=True, exist_ok=True)
+    runs = Runs(profile, results_dir=results_dir)
+    forest = out / "forest.png"
     if doc and doc["claims"]:
+        synthesis = claims.synthesis_md(doc, DATASET_NAMES, accuracies_here(runs))
         table = claims.verdict_table_md(doc, link_prefix="../notebooks/", names=DATASET_NAMES)
+        extensions = claims.verdict_table_md(doc, "../notebooks/", DATASET_NAMES, extensions=True)
+        _forest(claims.counted(doc), forest)
     else:
-        table = (f"No verdicts yet at profile `{profile}`: the chapters record them when they "
-                 f"run (`make book PROFILE={profile}`).")
-    (out / "verdicts.md").write_text(table + "\n")
-    rows = Runs(profile, results_dir=results_dir).scale()
+        synthesis = table = extensions = (f"No verdicts yet at profile `{profile}`: the chapters "
+                                          f"record them when they run (`make book PROFILE={profile}`).")
+        _forest([], forest)
+    for name, text in (("synthesis", synthesis), ("verdicts", table), ("extensions", extensions)):
+        (out / f"{name}.md").write_text(text + "\n")
+    rows = runs.scale()
     lines = ["| dataset | layers N | maps per class R (K = C·R) | epochs | ResNet width |",
              "|---|---|---|---|---|"]
     for r in rows:
@@ -199,10 +207,45 @@ def landing(root: Path, profile: str, results_dir: Path, doc: dict | None) -> No
                      f" K={r['paper_channels']}) | {r['epochs']} (paper {r['paper_epochs']}) | "
                      f"{r['resnet_width']} (paper {r['paper_resnet_width']}) |")
     (out / "scale.md").write_text("\n".join(lines) + "\n")
-    (out / "seeds.md").write_text(seeds_line(Runs(profile, results_dir=results_dir)) + "\n")
+    (out / "seeds.md").write_text(seeds_line(runs) + "\n")
     (out / "build.md").write_text(
         f"Built at profile `{profile}` from commit `{git_commit()}` on "
         f"{time.strftime('%Y-%m-%d')}.\n")
+
+
+def _forest(counted: list, path: Path) -> None:
+    """The forest plot of the counted claims as a PNG (a one-line placeholder when none)."""
+    import matplotlib.pyplot as plt
+    from .. import plots
+    from .publish import style
+    from .runs import DATASET_NAMES
+    style()
+    if counted:
+        fig = plots.claims_forest(counted, DATASET_NAMES)
+    else:
+        fig, ax = plt.subplots(figsize=(6, 0.6))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no verdicts yet", ha="center", va="center")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def accuracies_here(runs) -> list[str]:
+    """"CIFAR-10 71.23 % (93.13 %)" per dataset: the pooling-head FA-CNN's mean test
+    accuracy over its finished Table 1 seeds beside the paper's Table 1 value (for a
+    stand-in dataset, the paper's dataset named)."""
+    from .runs import DATASET_NAMES
+    from .table1 import PAPER_STAND_IN, paper_value
+    out = []
+    for d in runs.datasets():
+        seeds = runs.by_seed([(d, "fa-pool", "minimal")])[(d, "fa-pool", "minimal")]
+        accs = [100 * s["accuracy"] for s in seeds.values() if s is not None]
+        paper = paper_value(d, "fa-pool")
+        theirs = ("" if paper is None else f" ({paper:.2f} %" + (
+            f" on {DATASET_NAMES[PAPER_STAND_IN[d]]})" if d in PAPER_STAND_IN else ")"))
+        here = f"{sum(accs) / len(accs):.2f} %" if accs else "not trained yet"
+        out.append(f"{DATASET_NAMES.get(d, d)} {here}{theirs}")
+    return out
 
 
 def seeds_line(runs) -> str:
