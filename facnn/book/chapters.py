@@ -799,6 +799,7 @@ def middle_layer_claim(table: pd.DataFrame, choice: float = OUR_THRESHOLD) -> tu
 # (quote key, the relative depth it names (N = 24 in the paper), what that is, its label on
 # the plot or None).
 PAPER_DEPTHS = (("fig1_middle", MIDDLE_FROM, "our reading of \"the middle layers\": L/N >= 0.5", None),
+                ("fig1_layer12", 12 / 24, "the stork: 'highly agree' from layer 12 of 24", None),
                 ("fig1_stork", 12 / 24, "the stork: from layer 12 of 24", "stork, 12/24"),
                 ("fig5_layers", 21 / 24, "the crate: strong from layer 21 of 24 (visual from 9: 0.375)",
                  "crate, 21/24"))
