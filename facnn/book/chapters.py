@@ -780,6 +780,12 @@ def middle_layer_table(stats: pd.DataFrame, thresholds: Sequence[float] = THRESH
                               median_above_from=agrees_from(stats, t)) for t in thresholds])
 
 
+# middle_layer_table's columns as the page shows them
+TABLE_NAMES = {"threshold": "threshold t (ours)", "weakest_layer": "weakest layer, L/N >= 0.5",
+               "median": "its median r", "ci_lo": "95 % low", "ci_hi": "95 % high",
+               "median_above_from": "median >= t from L/N"}
+
+
 def middle_layer_claim(table: pd.DataFrame, choice: float = OUR_THRESHOLD) -> tuple[str, str]:
     """(counted verdict, reason) from a middle_layer_table: the verdict at our ``choice`` when
     every threshold gives the same, else inconclusive because it depends on our threshold."""
