@@ -269,26 +269,37 @@ def correlation_hist(v, title: str | None = None):
     return fig
 
 
-def layer_correlations(stats):
-    """How far class map and Grad-CAM agree at each layer: per dataset (one line each) the
-    mean Pearson correlation between the two maps over many images, with the band between
-    its 10th and 90th percentiles shaded; x = layer L, y in [-1, 1] (Theorem 1 says 1 at
-    the last layer).
+def layer_correlations(stats, thresholds=(), marks=()):
+    """How far class map and Grad-CAM agree through depth: per dataset (one line each) the
+    median Pearson correlation between the two maps over many images, with the band between
+    its quartiles shaded; x = relative depth L/N, so networks of any depth share the axis
+    (Theorem 1 says 1 at L/N = 1). ``thresholds``: dotted horizontal lines (our readings of
+    "high"); ``marks``: (relative depth, label) pairs drawn as dashed vertical lines (the
+    paper's own statements, e.g. (0.5, "stork: layer 12 of 24")).
 
-    ``stats``: DataFrame with columns "dataset", "layer", "mean", "q10", "q90".
+    ``stats``: DataFrame with columns "dataset", "rel_depth", "median", "q25", "q75".
     """
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    lo = min(-0.25, float(np.nanmin(stats["q25"].to_numpy(float))) - 0.1)   # room below the band
+    for t in thresholds:
+        ax.axhline(t, color="0.55", lw=0.8, ls=":")
+        ax.annotate(f"{t:g}", (1.0, t), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                    textcoords="offset points", va="center", color="0.4")
+    for x, label in marks:
+        ax.axvline(x, color="tab:red", lw=1, ls="--", alpha=0.7)
+        ax.annotate(label, (x, lo), xytext=(-3, 2), textcoords="offset points", rotation=90,
+                    ha="right", va="bottom", color="tab:red",
+                    bbox=dict(fc="white", ec="none", alpha=0.75, pad=1))
     for d in dict.fromkeys(stats["dataset"]):
-        s = stats[stats["dataset"] == d].sort_values("layer")
-        x = s["layer"].to_numpy(float)
-        line, = ax.plot(x, s["mean"].to_numpy(float), marker="o", ms=4, label=str(d))
-        ax.fill_between(x, s["q10"].to_numpy(float), s["q90"].to_numpy(float),
-                        color=line.get_color(), alpha=0.2, lw=0)
+        s = stats[stats["dataset"] == d].sort_values("rel_depth")
+        x = s["rel_depth"].to_numpy(float)
+        line, = ax.plot(x, s["median"].to_numpy(float), marker="o", ms=4, label=f"{d}, median")
+        ax.fill_between(x, s["q25"].to_numpy(float), s["q75"].to_numpy(float),
+                        color=line.get_color(), alpha=0.2, lw=0, label=f"{d}, quartiles")
     ax.axhline(0, color="0.4", lw=0.8)
-    ax.set(xlabel="layer L", ylabel="correlation (mean, 10-90 %)", ylim=(-1.05, 1.05))
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set(xlabel="relative depth L / N", ylabel="correlation r", ylim=(lo, 1.05), xlim=(0, 1.02))
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 

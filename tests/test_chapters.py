@@ -60,10 +60,114 @@ def test_last_layer_verdict(lo, hi, verdict):
     assert X.last_layer_verdict(pd.Series({"ci_lo": lo, "ci_hi": hi})) == verdict
 
 
-@pytest.mark.parametrize("lo, hi, verdict", [(0.75, 0.8, "holds"), (0.3, 0.5, "fails"), (0.6, 0.8, "inconclusive")])
-def test_middle_layer_verdict(lo, hi, verdict):
-    stats = pd.DataFrame([dict(layer=L, ci_lo=lo, ci_hi=hi) for L in range(1, 10)])
-    assert X.middle_layer_verdict(stats, 9) == (5, verdict)
+def _stats(medians, half=0.01):
+    """A made-up per-layer table (layers 1..N) with a bootstrap interval of +-``half``."""
+    n = len(medians)
+    return pd.DataFrame([dict(dataset="made-up", layer=L, rel_depth=L / n, median=m, q25=m - 0.2,
+                              q75=m + 0.1, ci_lo=m - half, ci_hi=m + half, n=100, n_undefined=0)
+                         for L, m in enumerate(medians, 1)])
+
+
+RISING = [0.1, 0.2, 0.3, 0.4, 0.8, 0.85, 0.9, 0.95, 1.0]   # layers 5..9 have L/9 >= 0.5
+
+
+@pytest.mark.parametrize("medians, half, threshold, verdict", [
+    (RISING, 0.01, 0.5, "holds"),          # every layer from 5/9 on sits above 0.5
+    (RISING, 0.01, 0.7, "holds"),
+    (RISING, 0.01, 0.9, "fails"),          # layer 5 (0.8) is below 0.9
+    (RISING, 0.2, 0.9, "inconclusive"),    # ... but its interval [0.6, 1.0] spans 0.9
+    ([0.9] * 4 + [0.2] + [0.9] * 4, 0.01, 0.5, "fails"),   # one low layer from 0.5 on is enough
+    ([0.1] * 4 + [0.95] * 5, 0.01, 0.9, "holds"),           # layers before L/N = 0.5 do not count
+])
+def test_middle_layer_verdict_at_one_threshold(medians, half, threshold, verdict):
+    assert X.middle_layer_verdict(_stats(medians, half), threshold) == verdict
+
+
+@pytest.mark.parametrize("medians, half, verdict, reason", [
+    # the verdict changes across 0.5 / 0.7 / 0.9: inconclusive, whatever it is at 0.7
+    (RISING, 0.01, "inconclusive", "depends on our threshold (holds at 0.5, holds at 0.7, fails at 0.9)"),
+    ([0.1, 0.2, 0.3, 0.5, 0.71, 0.85, 0.94, 0.99, 1.0], 0.013, "inconclusive",
+     "depends on our threshold (holds at 0.5, inconclusive at 0.7, fails at 0.9)"),
+    # the same verdict at all three: that verdict, counted at our 0.7
+    ([0.1, 0.2, 0.3, 0.6, 0.95, 0.96, 0.97, 0.99, 1.0], 0.01, "holds",
+     "the same verdict at all three of our thresholds"),
+    ([0.1, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 0.95, 1.0], 0.01, "fails",
+     "the same verdict at all three of our thresholds"),
+    ([0.1, 0.2, 0.3, 0.4, 0.7, 0.8, 0.9, 0.95, 1.0], 0.45, "inconclusive", "spans every threshold"),
+])
+def test_middle_layer_claim_counts_a_verdict_only_when_no_threshold_changes_it(medians, half,
+                                                                               verdict, reason):
+    table = X.middle_layer_table(_stats(medians, half))
+    assert list(table["threshold"]) == [0.5, 0.7, 0.9]
+    got, why = X.middle_layer_claim(table)
+    assert got == verdict and reason in why
+
+
+def test_middle_layer_table_names_the_weakest_layer_and_where_agreement_starts():
+    table = X.middle_layer_table(_stats(RISING))
+    assert set(table["weakest_layer"]) == {5} and table["median"].iloc[0] == pytest.approx(0.8)
+    # median >= t from layer 5 (5/9) for 0.5 and 0.7, from layer 7 (7/9) for 0.9
+    assert table["median_above_from"].tolist() == pytest.approx([5 / 9, 5 / 9, 7 / 9])
+
+
+@pytest.mark.parametrize("medians, threshold, start", [
+    ([0.1, 0.9, 0.2, 0.95], 0.5, 4 / 4),      # a dip resets where agreement starts
+    ([0.6, 0.7, 0.8, 1.0], 0.5, 1 / 4),
+    ([0.1, 0.2, 0.3, 0.4], 0.5, None),        # not even the last layer
+])
+def test_agrees_from(medians, threshold, start):
+    got = X.agrees_from(_stats(medians), threshold)
+    assert got == (None if start is None else pytest.approx(start))
+
+
+def test_our_threshold_must_be_one_of_the_table():
+    with pytest.raises(ValueError, match="our threshold 0.8 is not one of"):
+        X.middle_layer_claim(X.middle_layer_table(_stats(RISING)), choice=0.8)
+
+
+def test_layer_correlation_stats_median_quartiles_and_undefined():
+    corr = np.array([[0.1, 1.0], [0.3, 1.0], [0.5, 1.0], [np.nan, 1.0]])
+    st = X.layer_correlation_stats(dict(corr=corr, layers=np.array([1, 2]), depth=2, dataset="d"),
+                                   n_boot=200)
+    assert st["median"].tolist() == pytest.approx([0.3, 1.0])
+    assert st["q25"].iloc[0] == pytest.approx(0.2) and st["q75"].iloc[0] == pytest.approx(0.4)
+    assert st["n"].tolist() == [3, 4] and st["n_undefined"].tolist() == [1, 0]
+    assert st["rel_depth"].tolist() == [0.5, 1.0]
+    assert (st["ci_lo"] <= st["median"]).all() and (st["median"] <= st["ci_hi"]).all()
+
+
+def test_layer_correlation_study_is_one_at_the_last_layer_in_batches(setup):
+    model, test = setup
+    v = X.layer_correlation_study(model, test, 1000, batch=7)        # all 60 images, 9 batches
+    assert v["corr"].shape == (60, 4) and v["n_images"] == 60
+    last = v["corr"][:, -1]
+    assert np.nanmin(last) > 0.999
+    st = X.layer_correlation_stats(v)
+    assert X.last_layer_verdict(st.iloc[-1]) == "holds"
+
+
+class _ClaimRecorder:
+    def __init__(self, dataset):
+        self.claims, self.runs = {}, type("R", (), {"dataset": dataset})()
+
+    def claim(self, id, quote, statement, metric, paper, ours, verdict, source, reason=None,
+              counted=True, **kw):
+        from facnn.book.claims import entry
+        self.claims[id] = entry(id, source, quote, statement, self.runs.dataset, metric, paper,
+                                ours, verdict, "page", reason=reason, counted=counted, **kw)
+
+
+def test_figures15_claims_count_the_last_layer_once_and_name_our_threshold():
+    ch = _ClaimRecorder("cifar10")
+    st = _stats(RISING[:-1] + [1.0], 0.0001)
+    verdict, reason = X.figures15_claims(ch, st, X.middle_layer_table(st), "test")
+    last, mid = ch.claims["figures15.cifar10.last_layer"], ch.claims["figures15.cifar10.middle_layers"]
+    assert last["verdict"] == "holds" and last["counted"] is False and "Theorem 1" in last["reason"]
+    assert mid["counted"] is True and (mid["verdict"], mid["reason"]) == (verdict, reason)
+    assert verdict == "inconclusive" and "depends on our threshold" in reason
+    assert "our threshold" in mid["statement"] and "L/N >= 0.5" in mid["statement"]
+    assert mid["by_threshold"] == {"0.5": "holds", "0.7": "holds", "0.9": "fails"}
+    assert "middle layers also show high correlation" in mid["quote"]
 
 
 class _Recorder:

@@ -95,7 +95,8 @@ def _effects():
 
 
 def _layer_stats():
-    return pd.DataFrame([dict(dataset=d, layer=L, mean=m, q10=m - 0.2, q90=min(1, m + 0.1))
+    return pd.DataFrame([dict(dataset=d, layer=L, rel_depth=L / 9, median=m, q25=m - 0.2,
+                              q75=min(1, m + 0.1))
                          for d in ("CIFAR-10", "CIFAR-100") for L in range(1, 10)
                          for m in [L / 9 - 0.1]])
 
@@ -112,7 +113,8 @@ FIGURES = {   # name -> a call drawing it from made-up inputs
         chosen={"FA-CNN (pooling head)": 0.8, "Vanilla-CNN": 0.4}),
     "theorem1_maps": lambda: plots.theorem1_maps(_theorem1()),
     "correlation_hist": lambda: plots.correlation_hist(_theorem1()),
-    "layer_correlations": lambda: plots.layer_correlations(_layer_stats()),
+    "layer_correlations": lambda: plots.layer_correlations(
+        _layer_stats(), (0.5, 0.7, 0.9), [(0.5, "stork: 12 of 24"), (0.875, "crate: 21 of 24")]),
     "bounded_increment": lambda: plots.bounded_increment(_bounded()),
     "layer_maps": lambda: plots.layer_maps(_qualitative(), NAMES, images=[0]),
     "pairs": lambda: plots.pairs(_images(4), _maps(4, 8, 8), _maps(4, 8, 8), NAMES[6:],

@@ -70,6 +70,12 @@ QUOTES: dict[str, tuple[str, str]] = {
     "fig1_middle": ("Section 1, Figure 1",
                     "The middle layers also show high correlation and visually identify relevant "
                     "parts of the stork."),
+    "fig1_identical": ("Section 1, Figure 1",
+                       "One can see that the penultimate features are identical (correl 1.0),"),
+    "fig1_layer12": ("Section 1, Figure 1",
+                     "After Layer 9, the model has enough semantic context to suppress these "
+                     "background features and by layer 12 onward the feature maps highly agree "
+                     "with Grad-CAM."),
     "fig1_stork": ("Section 5.3, Figure 1",
                    "the FA-CNN feature maps for the Stork class show very good agreement "
                    "with Grad-CAM in layers 12 and onward."),
