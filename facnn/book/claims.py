@@ -188,7 +188,7 @@ def synthesis_md(doc: Mapping[str, Any], names: Mapping[str, str] | None = None,
                 got[key] = got.get(key, 0) + 1
         parts = []
         for (source, dataset), n in got.items():
-            where = f" on {names.get(dataset, dataset)}" if dataset and totals[(source, dataset)] > 1 else ""
+            where = f" on {names.get(dataset, dataset)}" if dataset else ""
             parts.append(f"{source}{where}" + (f" ({n} of {totals[(source, dataset)]})"
                                                if totals[(source, dataset)] > 1 else ""))
         return "; ".join(parts) or "none"

@@ -326,7 +326,7 @@ class Runs:
         """This profile's sizes against the paper's, one row per dataset of its plan."""
         rows = []
         for d in dict.fromkeys(d for d, _, _ in self.plan(datasets=self.datasets())):
-            c = self.config("fa-pool", dataset=d)
+            c = self.config("fa-pool", dataset=d, seed=self.seeds(d)[0])   # a Table 1 run
             p = preset("paper", d if d != "shapes" else "cifar10", "fa-pool")
             rows.append(dict(dataset=DATASET_NAMES.get(d, d), layers=c.depth, paper_layers=p.depth,
                              maps_per_class=c.maps_per_class, paper_maps_per_class=p.maps_per_class,
