@@ -280,6 +280,28 @@ class Runs:
             self._models[key] = load_trained(cfg, self.device)
         return self._models[key]
 
+    def model_note(self, model: str = "fa-pool", dataset: str | None = None) -> str:
+        """Which trained model a chapter analyses and how it ranks: its seed, rate, epochs and
+        test accuracy beside every other finished run of its kind (same dataset and model,
+        minimal recipe, the full test set) in this results folder."""
+        cfg = self.config(model, dataset=dataset)
+        s = self.summary_of(cfg)
+        if s is None:
+            raise self.missing(cfg)
+        kind = []
+        for path in sorted((self.results_dir / cfg.profile).glob(f"{cfg.dataset}-{cfg.model}-*/summary.json")):
+            c = json.loads(path.read_text()).get("config", {})
+            if c.get("recipe") == "minimal" and not c.get("subset") and not c.get("holdout"):
+                kind.append(100 * json.loads(path.read_text())["accuracy"])
+        acc = 100 * s["accuracy"]
+        rank = ("the only finished run of its kind here" if len(kind) <= 1 else
+                f"the best of the {len(kind)} finished runs of its kind here" if acc >= max(kind) else
+                f"{sum(a > acc for a in kind)} of the {len(kind)} finished runs of its kind here do better "
+                f"(up to {max(kind):.2f} %)")
+        return (f"{DATASET_NAMES.get(cfg.dataset, cfg.dataset)} {cfg.model}, seed {cfg.seed}, lr {cfg.lr:g}, "
+                f"{cfg.epochs} epochs ({cfg.precision}), run `{cfg.run_name()}`: **{acc:.2f} %** test "
+                f"accuracy; {rank}.")
+
     def run_id(self, model: str, recipe: str = "minimal", trained: bool = True,
                dataset: str | None = None, **extra: Any) -> str:
         """A run's identity for cache keys: its config hash, and for a trained model the
