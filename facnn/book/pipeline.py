@@ -10,7 +10,7 @@
 2. merges the chapters' verdicts into ``results/<profile>/claims.json`` and writes the
    landing page's verdict table and scale box (``book/_generated/``);
 3. builds the Jupyter Book with execution off and warnings as errors into ``_build/html``,
-   with MathJax copied into the build (the book reads offline);
+   with MathJax and plotly.js copied into the build (the book reads offline);
 4. prints what is missing at this profile and which cached results are stale against the
    current code (``FRESH=1`` recomputes those).
 """
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from .interactive import plotly_js
 from .provenance import MISSING_FILE, MissingResult, ROOT, git_commit, relative
 from .publish import GLUE_PREFIX, declared_parameters
 
@@ -312,15 +313,6 @@ def _mathjax_unused(folder: str, names: list[str]) -> list[str]:
     return []
 
 
-def plotly_js(root: Path) -> None:
-    """Copy plotly.min.js into book/_static so interactive figures load it locally."""
-    import plotly
-    src = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    dst = root / "book" / "_static" / "plotly.min.js"
-    if not dst.exists() or dst.stat().st_size != src.stat().st_size:
-        shutil.copy2(src, dst)
-
-
 def stage(root: Path) -> None:
     """Copy the book's sources into ``root``, the folder the book is built from; the
     executed notebooks go to ``root/notebooks`` (the paths the table of contents and the
@@ -460,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
               f"cells point nowhere until it names the real repository", flush=True)
     if not args.no_build:
         mathjax(root)
-        plotly_js(root)
+        plotly_js(root / "book" / "_static")
         html = build(root, out, strict=not args.no_strict)
         print(f"[book] built {relative(html / 'index.html')} in {time.perf_counter() - t_all:.0f} s total")
     if missing:
