@@ -403,13 +403,48 @@ def test_missing_notebook_keeps_code_and_glues_every_key():
                     error_cell,
                     {"cell_type": "markdown", "source": "```{glue:figure} fig\n:name: f\n```"}],
           "metadata": {}}
-    out = P.missing_notebook(nb, "missing: the weights", ["python -m facnn train x"])
+    missing = MissingResult("the weights", ["python -m facnn train x"], "not committed")
+    out = P.missing_notebook(nb, missing)
     box = out["cells"][1]
     names = [o["metadata"].get("scrapbook", {}).get("name") for o in box["outputs"]]
     assert all(P.GLUE_PREFIX + "text/markdown" in o["data"] for o in box["outputs"][1:])   # {glue:md} too
-    assert names[1:] == ["a", "b", "fig"] and "python -m facnn train x" in box["outputs"][0]["data"]["text/html"]
+    assert names[1:] == ["a", "b", "fig"] and box["outputs"][0]["data"]["text/html"] == missing.html()
     assert out["cells"][2]["outputs"] == [] and out["cells"][2]["source"] == "x = 1"
     assert out["cells"][0]["source"].startswith("# T") and "Exception" not in json.dumps(out)
+    assert out["metadata"]["facnn"]["missing"] == missing.to_dict()
+
+
+def test_a_missing_result_reaches_the_build_as_data(tmp_path):
+    """A chapter's MissingResult crosses papermill as JSON, whatever its text holds (a
+    command with "; " or ". Run:" in it), into the box and the notebook's metadata."""
+    commands = ["python -m facnn train --set a=1; echo done", "python -m facnn eval. Run: x"]
+    cells = [nbformat_cell("markdown", "# T\n{glue:text}`k:s`"),
+             nbformat_cell("code", "profile = 'smoke'", ["parameters"]),
+             nbformat_cell("code", "from facnn.book.provenance import MissingResult\n"
+                                   f"raise MissingResult('the weights', {commands!r}, 'why (x)')")]
+    src, dst = tmp_path / "01_t.ipynb", tmp_path / "out" / "01_t.ipynb"
+    src.write_text(json.dumps({"cells": cells, "metadata": {"kernelspec": {
+        "name": P.KERNEL, "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5}))
+    P.ensure_kernel()
+    _, missing = P.execute_chapter(src, dst, {"profile": "smoke"})
+    assert missing.to_dict() == {"what": "the weights", "commands": commands, "why": "why (x)"}
+    nb = json.loads(dst.read_text())
+    assert nb["metadata"]["facnn"] == {"missing": missing.to_dict(), "profile": "smoke"}
+    assert nb["cells"][1]["outputs"][0]["data"]["text/html"] == missing.html()
+    assert P.MISSING_FILE not in os.environ
+    # any other error stays an error
+    cells[2] = nbformat_cell("code", "raise ValueError('a bug')")
+    src.write_text(json.dumps({"cells": cells, "metadata": json.loads(src.read_text())["metadata"],
+                               "nbformat": 4, "nbformat_minor": 5}))
+    with pytest.raises(Exception, match="a bug"):
+        P.execute_chapter(src, dst, {"profile": "smoke"})
+
+
+def nbformat_cell(kind: str, source: str, tags: tuple | list = ()) -> dict:
+    cell = {"cell_type": kind, "id": f"c{abs(hash((kind, source))):x}"[:12], "source": source,
+            "metadata": {"tags": list(tags)}}
+    return cell | ({"outputs": [], "execution_count": None} if kind == "code" else {})
 
 
 @pytest.mark.parametrize("name,value,message", [

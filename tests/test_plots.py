@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -17,6 +18,8 @@ import pytest
 import torch
 
 from facnn import plots
+
+SCRIPT = Path(__file__).resolve().parents[1] / "book" / "_static" / "facnn-interactive.js"
 
 RNG = np.random.default_rng(0)
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -320,7 +323,14 @@ def test_explorer_html_is_self_contained(explored, capsys):
     from facnn.book.interactive import explorer_html
     html = explorer_html(explored, plotly_src="_static/plotly.min.js")
     _local_only(html, "_static/plotly.min.js")
-    assert "facnnPlotly" in html and "go.Image" not in html
+    assert "go.Image" not in html
+    # the script is the static file's, inlined (Jupyter does not serve book/_static); the
+    # figure reaches it as JSON
+    assert SCRIPT.read_text().replace("</", "<\\/") in html
+    spec = re.search(r'<script type="application/json" class="facnn-data">(.*?)</script>', html, re.S)
+    spec = json.loads(spec.group(1))
+    assert spec["view"] == "explorer" and spec["src"] == "_static/plotly.min.js"
+    assert spec["data"]["labels"] == explored["labels"].tolist() and len(spec["fig"]["data"]) == 5
     assert explorer_html(explored) == explorer_html(explored)       # deterministic
     with capsys.disabled():
         print(f"\nexplorer_html, 4 images x 3 layers: {len(html) / 1e6:.2f} MB")
@@ -356,6 +366,26 @@ def test_morph_html(explored):
         morph_html(d["images"][:3], maps, d["layers"], ["a", "b", "c", "d"])
     with pytest.raises(ValueError, match=r"correlations must be \(n, L\)"):
         morph_html(d["images"], maps, d["layers"], list("abcd"), correlations=np.zeros(4))
+
+
+def test_interactive_script_is_a_static_file_with_a_drawing_per_figure():
+    """No JavaScript in Python: facnn.book.interactive carries none; the static script
+    draws every view the module writes."""
+    from facnn.book import interactive
+    src = Path(interactive.__file__).read_text()
+    assert "function" not in src and "Plotly." not in src and "<script>\n__SCRIPT__" in src
+    js = SCRIPT.read_text()
+    for view in re.findall(r'_page\("(\w+)"', src):
+        assert re.search(rf"^    {view}: {{", js, re.M), view
+    assert "https://" not in js and "</script" not in js
+
+
+def test_plotly_js_is_copied_once(tmp_path):
+    from facnn.book.interactive import plotly_js
+    dst = plotly_js(tmp_path / "_static")
+    assert dst == tmp_path / "_static" / "plotly.min.js" and dst.stat().st_size > 1_000_000
+    mtime = dst.stat().st_mtime_ns
+    assert plotly_js(tmp_path / "_static") == dst and dst.stat().st_mtime_ns == mtime
 
 
 def test_interactive_refuses_a_remote_plotly(explored):

@@ -1,35 +1,46 @@
 """Interactive figures for the static book: plotly figures as self-contained HTML strings
 that need no kernel.
 
-Each string holds its data (maps quantised to 8 bits per map, base64) and a small script
-that draws it with plotly.js and redraws on the page's controls, so every combination of
-image, class, layer, fraction and order works without a frame or a trace per combination.
-plotly.js comes from a LOCAL path (``plotly_src``, relative to the page; the book ships it
-in ``_static/``, see :func:`plotly_js`), loaded once per page whatever the number of
-figures, never from a CDN: the book reads offline.
+Each string holds its controls, its data as JSON (maps quantised to 8 bits per map,
+base64) and the script that draws it with plotly.js and redraws on the controls, so every
+combination of image, class, layer, fraction and order works without a frame or a trace
+per combination. The script is ``book/_static/facnn-interactive.js`` (:data:`SCRIPT`),
+inlined into each figure when the notebook runs: the page works in Jupyter too, where the
+book's ``_static/`` is not served. plotly.js comes from a LOCAL path (``plotly_src``,
+relative to the page; the build copies it into ``_static/``, see :func:`plotly_js`),
+loaded once per page whatever the number of figures, never from a CDN: the book reads
+offline.
 """
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
+import shutil
 from html import escape
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from .provenance import ROOT
+
 PLOTLY_SRC = "../_static/plotly.min.js"   # from a chapter page in the built book
+SCRIPT = ROOT / "book" / "_static" / "facnn-interactive.js"
 
 
-def plotly_js() -> Path:
-    """The plotly.min.js shipped with the installed plotly package (copy it to the book's
-    ``_static/``); it matches the figure JSON this module writes."""
+def plotly_js(static: Path) -> Path:
+    """Copy the installed plotly package's plotly.min.js (it matches the figure JSON this
+    module writes) into the book's static folder ``static``, unless it is there already;
+    returns the copy."""
     import plotly
-    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: reinstall plotly (pip install plotly)")
-    return path
+    src = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    if not src.exists():
+        raise FileNotFoundError(f"{src} is missing: reinstall plotly (pip install plotly)")
+    dst = Path(static) / "plotly.min.js"
+    if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+    return dst
 
 
 # -- encoding ------------------------------------------------------------------------------
@@ -64,84 +75,18 @@ def _images(images) -> str:
 
 # -- the page --------------------------------------------------------------------------------
 
-_LOADER = """
-function facnnPlotly(src, done, fail) {
-  if (window.Plotly) { done(); return; }
-  var s = document.getElementById("facnn-plotly-js");
-  if (!s) {
-    s = document.createElement("script");
-    s.id = "facnn-plotly-js";
-    s.src = src;
-    // with require.js on the page (ipywidgets) plotly.js would register as an AMD module
-    // instead of setting window.Plotly: hide define() while it loads
-    var amd = window.define;
-    if (amd && amd.amd) { window.define = undefined; }
-    s.addEventListener("load", function () { if (amd) { window.define = amd; } });
-    s.addEventListener("error", function () { if (amd) { window.define = amd; } });
-    document.head.appendChild(s);
-  }
-  s.addEventListener("load", done);
-  s.addEventListener("error", fail);
-}
-function facnnBytes(b64) {
-  var s = atob(b64), a = new Uint8Array(s.length);
-  for (var i = 0; i < s.length; i++) { a[i] = s.charCodeAt(i); }
-  return a;
-}
-function facnnRGB(a, k, H, W) {          // image k of a uint8 (..., 3, H, W) buffer
-  var z = [], o = k * 3 * H * W, P = H * W;
-  for (var y = 0; y < H; y++) {
-    var row = [];
-    for (var x = 0; x < W; x++) {
-      var p = o + y * W + x;
-      row.push([a[p], a[p + P], a[p + 2 * P]]);
-    }
-    z.push(row);
-  }
-  return z;
-}
-function facnnMap(m, k, H, W) {           // map k of a quantised stack, with its range
-  var lo = m.lo[k], hi = m.hi[k], s = (hi - lo) / 255, z = [], o = k * H * W;
-  for (var y = 0; y < H; y++) {
-    var row = [];
-    for (var x = 0; x < W; x++) { row.push(lo + m.bytes[o + y * W + x] * s); }
-    z.push(row);
-  }
-  return {z: z, lo: lo, hi: hi > lo ? hi : lo + 1e-6};
-}
-"""
-
-_PAGE = """<div id="__UID__" class="facnn-interactive" style="margin: 0.5em 0 1em 0;">
+_PAGE = """<div class="facnn-interactive" style="margin: 0.5em 0 1em 0;">
 <div class="facnn-controls"
  style="display: flex; flex-wrap: wrap; gap: 0.4em 1.2em; align-items: center; font-size: 0.9em;">
 __CONTROLS__
 </div>
-<div id="__UID__-plot" style="width: 100%; height: __HEIGHT__px;"></div>
+<div class="facnn-plot" style="width: 100%; height: __HEIGHT__px;"></div>
 __NOTE__
-</div>
+<script type="application/json" class="facnn-data">__SPEC__</script>
 <script>
-(function () {
-__LOADER__
-var root = document.getElementById("__UID__");
-var div = document.getElementById("__UID__-plot");
-var D = __DATA__;
-var FIG = __FIG__;
-function ctl(name) { return root.querySelector("[data-facnn=" + name + "]"); }
-function setText(name, text) { var e = ctl(name); if (e) { e.textContent = text; } }
-__DECODE__
-function update() {
-__UPDATE__
-}
-facnnPlotly(__SRC__, function () {
-  Plotly.newPlot(div, FIG.data, FIG.layout, {responsive: true, displayModeBar: false}).then(update);
-  root.querySelectorAll("select, input").forEach(function (e) {
-    e.addEventListener("input", update);
-  });
-}, function () {
-  div.textContent = "plotly.js did not load from " + __SRC__ + " (this figure needs it).";
-});
-})();
+__SCRIPT__
 </script>
+</div>
 """
 
 
@@ -157,25 +102,28 @@ def _range(name: str, label: str, n: int, value: int) -> str:
             f'<span data-facnn="{name}-text"></span></label>')
 
 
-def _page(controls: list[str], data: dict, fig, decode: str, update: str, plotly_src: str,
+def _page(view: str, controls: list[str], data: dict, fig, plotly_src: str,
           note: str = "") -> str:
-    """The HTML string: controls, a plot div, the data and the drawing script."""
+    """The HTML string: controls, a plot div, the figure's JSON (``view``: which drawing of
+    facnn-interactive.js, plotly's figure, ``data``) and the script."""
     import plotly.io as pio
     if "://" in plotly_src or plotly_src.startswith("//"):
         raise ValueError(f"plotly_src={plotly_src!r} is not local: the book reads offline; "
-                         f"copy facnn.book.interactive.plotly_js() into _static/ and pass "
-                         f"a relative path")
-    data_json = json.dumps(data, separators=(",", ":"))
-    fig_json = pio.to_json(fig, validate=True, pretty=False)
-    uid = "facnn-" + hashlib.sha1((data_json + fig_json + update).encode()).hexdigest()[:10]
-    parts = {"__HEIGHT__": str(int(fig.layout.height)), "__UID__": uid,
-             "__CONTROLS__": "\n".join(controls), "__LOADER__": _LOADER,
-             "__DECODE__": decode, "__UPDATE__": update, "__SRC__": json.dumps(plotly_src),
+                         f"copy plotly.min.js into _static/ (facnn.book.interactive.plotly_js) "
+                         f"and pass a relative path")
+    if not SCRIPT.exists():
+        raise FileNotFoundError(f"{SCRIPT} is missing: the interactive figures' script ships "
+                                f"with the checkout (install facnn editable: pip install -e .)")
+    spec = {"view": view, "src": plotly_src, "data": data,
+            "fig": json.loads(pio.to_json(fig, validate=True, pretty=False))}
+    # "<" only occurs inside JSON strings, where \u003c reads the same: nothing in the data
+    # can end the script element
+    spec_json = json.dumps(spec, separators=(",", ":")).replace("<", "\\u003c")
+    parts = {"__HEIGHT__": str(int(fig.layout.height)), "__CONTROLS__": "\n".join(controls),
              "__NOTE__": f'<p style="font-size: 0.85em; margin: 0.2em 0;">{note}</p>' if note
              else "",
-             # the data last: they may contain anything, and "</" must not end the script
-             "__FIG__": fig_json.replace("</", "<\\/"),
-             "__DATA__": data_json.replace("</", "<\\/")}
+             "__SCRIPT__": SCRIPT.read_text().replace("</", "<\\/"),
+             "__SPEC__": spec_json}   # last: the data may contain anything
     html = _PAGE
     for k, v in parts.items():
         html = html.replace(k, v)
@@ -249,28 +197,9 @@ def explorer_html(d: dict, plotly_src: str = PLOTLY_SRC) -> str:
                                         "morf": "most relevant first"}.get(o, o))
                                    for k, o in enumerate(data["orders"])]),
     ]
-    decode = """D.images = facnnBytes(D.images); D.removed = facnnBytes(D.removed);
-D.cm.bytes = facnnBytes(D.cm.q); D.gc.bytes = facnnBytes(D.gc.q);"""
-    update = """
-  var i = +ctl("image").value, c = +ctl("class").value, l = +ctl("layer").value;
-  var f = +ctl("fraction").value, o = +ctl("order").value;
-  if (c < 0) { c = D.labels[i]; }
-  var H = D.H, W = D.W, img = facnnRGB(D.images, i, H, W);
-  var cm = facnnMap(D.cm, (i * D.L + l) * D.C + c, H, W), gc = facnnMap(D.gc, i * D.C + c, H, W);
-  var k = (i * D.orders.length + o) * D.F + f;
-  setText("layer-text", D.layers[l]);
-  setText("fraction-text", Math.round(100 * D.fractions[f]) + " %");
-  Plotly.restyle(div, {z: [img, img, facnnRGB(D.removed, k, H, W)]}, [0, 2, 4]);
-  Plotly.restyle(div, {z: [cm.z, gc.z], zmin: [cm.lo, gc.lo], zmax: [cm.hi, gc.hi]}, [1, 3]);
-  Plotly.relayout(div, {
-    "annotations[0].text": "class map: " + D.names[c] + "<br>layer " + D.layers[l],
-    "annotations[1].text": "Grad-CAM: " + D.names[c] + "<br>layer " + D.N,
-    "annotations[2].text": Math.round(100 * D.fractions[f]) + " % removed (" +
-      D.orders[o].toUpperCase() + ")<br>predicted: " + D.names[D.rpred[k]] +
-      " (p=" + D.rprob[k].toFixed(2) + ")"});"""
     note = ("Pixels are removed (replaced by the dataset mean) in the order of the image's "
             f"<em>label's</em> class map at the last layer ({N}); colours are scaled per map.")
-    return _page(controls, data, fig, decode, update, plotly_src, note)
+    return _page("explorer", controls, data, fig, plotly_src, note)
 
 
 # -- the morph (Figures 1/5) --------------------------------------------------------------------
@@ -317,35 +246,6 @@ def morph_html(images, maps, layers, names, correlations=None, grad_cam=None,
                       font=dict(size=13))
     fig.update_annotations(font_size=13)
     controls = [_range("layer", "layer", L, L - 1)]
-    decode = """D.images = facnnBytes(D.images); D.cm.bytes = facnnBytes(D.cm.q);
-if (D.gc) { D.gc.bytes = facnnBytes(D.gc.q); }"""
-    update = """
-  var l = +ctl("layer").value, H = D.H, W = D.W, z = [], lo = [], hi = [], idx = [], ann = {};
-  setText("layer-text", D.layers[l]);
-  for (var r = 0; r < D.rows; r++) {
-    var m = r === 0 ? D.cm : D.gc;
-    for (var i = 0; i < D.n; i++) {
-      var k = r * D.n + i, map = facnnMap(m, i * D.L + l, H, W);
-      z.push(map.z); lo.push(map.lo); hi.push(map.hi); idx.push(2 * k + 1);
-      var r_txt = D.corr ? "r = " + D.corr[i * D.L + l].toFixed(2) : "";
-      var t = r === 0 ? D.names[i] + (D.rows === 1 && D.corr ? "<br>" + r_txt : "") :
-                        "Grad-CAM" + (D.corr ? ", " + r_txt : "");
-      ann["annotations[" + k + "].text"] = t;
-    }
-  }
-  if (!D.drawn) {   // the images do not change with the layer
-    var imgs = [], iidx = [];
-    for (var r2 = 0; r2 < D.rows; r2++) {
-      for (var j = 0; j < D.n; j++) {
-        imgs.push(facnnRGB(D.images, j, H, W));
-        iidx.push(2 * (r2 * D.n + j));
-      }
-    }
-    Plotly.restyle(div, {z: imgs}, iidx);
-    D.drawn = true;
-  }
-  Plotly.restyle(div, {z: z, zmin: lo, zmax: hi}, idx);
-  Plotly.relayout(div, ann);"""
     note = ("Class map" + (" (top) and Grad-CAM (bottom)" if rows == 2 else "") +
             " of each image's class; colours are scaled per map.")
-    return _page(controls, data, fig, decode, update, plotly_src, note)
+    return _page("morph", controls, data, fig, plotly_src, note)

@@ -3,12 +3,14 @@
 1. executes each numbered notebook ``notebooks/NN_*.ipynb`` with papermill into
    ``_build/src/notebooks/NN_*.ipynb`` (the sources stay output-free), passing ``profile`` and
    ``fresh``. A chapter that raises :class:`MissingResult` (a run or dataset this profile
-   lacks) is caught here, the one boundary: the executed copy keeps the chapter's code and
-   text and shows a "missing, run this" box where its results would be;
+   lacks) is caught here, the one boundary: the kernel hands it over as JSON (see
+   :mod:`.provenance`), and the executed copy keeps the chapter's code and text, shows a
+   "missing, run this" box where its results would be and records it in its metadata
+   (``metadata.facnn.missing``);
 2. merges the chapters' verdicts into ``results/<profile>/claims.json`` and writes the
    landing page's verdict table and scale box (``book/_generated/``);
 3. builds the Jupyter Book with execution off and warnings as errors into ``_build/html``,
-   with MathJax copied into the build (the book reads offline);
+   with MathJax and plotly.js copied into the build (the book reads offline);
 4. prints what is missing at this profile and which cached results are stale against the
    current code (``FRESH=1`` recomputes those).
 """
@@ -21,12 +23,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from html import escape
 from pathlib import Path
 from typing import Any, Mapping
 
-from .provenance import MissingResult, ROOT, git_commit, relative
+from .interactive import plotly_js
+from .provenance import MISSING_FILE, MissingResult, ROOT, git_commit, relative
 from .publish import GLUE_PREFIX, declared_parameters
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -94,10 +97,11 @@ def _placeholder(key: str, html: str) -> dict:
                      GLUE_PREFIX + "text/markdown": "missing"}}     # {glue:md} reads only this
 
 
-def missing_notebook(executed: dict, error: str, commands: list[str]) -> dict:
-    """The executed notebook of a chapter that raised MissingResult: its code without
-    outputs, a box at the top saying what is missing and the commands that make it, and
-    "missing" glued for every key its text refers to (so the page still builds)."""
+def missing_notebook(executed: dict, missing: MissingResult) -> dict:
+    """The executed notebook of a chapter that raised ``missing``: its code without
+    outputs, a box at the top saying what is missing and the commands that make it,
+    "missing" glued for every key its text refers to (so the page still builds), and the
+    MissingResult as data in ``metadata.facnn.missing``."""
     nb = json.loads(json.dumps(executed))
     # papermill's red "an exception was encountered" cells: the box below says it better
     nb["cells"] = [c for c in nb["cells"]
@@ -105,13 +109,10 @@ def missing_notebook(executed: dict, error: str, commands: list[str]) -> dict:
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
-    cmds = "".join(f"<pre><code>{escape(c)}</code></pre>" for c in commands)
-    box = (f'<div class="admonition warning facnn-missing"><p class="admonition-title">Not '
-           f'available at this profile</p><p>{escape(error)}</p>'
-           + (f"<p>Produce it with:</p>{cmds}" if cmds else "") + "</div>")
+    nb.setdefault("metadata", {}).setdefault("facnn", {})["missing"] = missing.to_dict()
     small = '<span class="facnn-missing-value">missing</span>'
-    outputs = [{"output_type": "display_data", "metadata": {}, "data": {"text/html": box,
-                                                                        "text/plain": error}}]
+    outputs = [{"output_type": "display_data", "metadata": {},
+                "data": {"text/html": missing.html(), "text/plain": str(missing)}}]
     outputs += [_placeholder(k, small) for k in glue_keys(nb)]
     cell = {"cell_type": "code", "execution_count": None, "id": "facnn-missing",
             "metadata": {"tags": ["remove-input"]}, "outputs": outputs,
@@ -122,10 +123,12 @@ def missing_notebook(executed: dict, error: str, commands: list[str]) -> dict:
 
 
 def execute_chapter(src: Path, dst: Path, parameters: Mapping[str, Any], timeout: int | None = None,
-                    log: bool = False) -> tuple[float, str | None]:
+                    log: bool = False) -> tuple[float, MissingResult | None]:
     """Run one notebook with papermill into ``dst``; refuse unknown parameters up front.
-    Returns (seconds, None) or, when the chapter raised MissingResult, (seconds, what is
-    missing) after writing the chapter's "missing" version."""
+    Returns (seconds, None) or, when the chapter raised MissingResult, (seconds, that
+    MissingResult) after writing the chapter's "missing" version. The kernel writes the
+    MissingResult to the JSON file ``$FACNN_MISSING_FILE`` names
+    (:func:`facnn.book.provenance.report_missing_to_the_build`)."""
     import papermill as pm
     known = notebook_parameters(src)
     unknown = [k for k in parameters if k not in known]
@@ -135,18 +138,25 @@ def execute_chapter(src: Path, dst: Path, parameters: Mapping[str, Any], timeout
     dst.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     missing = None
-    try:
-        pm.execute_notebook(str(src), str(dst), parameters=dict(parameters), kernel_name=KERNEL,
-                            cwd=str(src.parent), progress_bar=False, log_output=log,
-                            execution_timeout=timeout)
-    except pm.PapermillExecutionError as e:
-        if e.ename != MissingResult.__name__:
-            raise
-        missing = e.evalue
-        commands = re.findall(r"Run: (.*)$", e.evalue)
-        commands = commands[0].split("; ") if commands else []
-        nb = missing_notebook(json.loads(dst.read_text()), e.evalue.split(". Run:")[0], commands)
-        dst.write_text(json.dumps(nb, indent=1))
+    with tempfile.TemporaryDirectory(prefix="facnn-missing-") as tmp:
+        report = Path(tmp) / "missing.json"
+        before = os.environ.get(MISSING_FILE)
+        os.environ[MISSING_FILE] = str(report)     # the kernel papermill starts inherits it
+        try:
+            pm.execute_notebook(str(src), str(dst), parameters=dict(parameters),
+                                kernel_name=KERNEL, cwd=str(src.parent), progress_bar=False,
+                                log_output=log, execution_timeout=timeout)
+        except pm.PapermillExecutionError:
+            if not report.exists():                # an error, not a missing result
+                raise
+            missing = MissingResult.from_dict(json.loads(report.read_text()))
+            dst.write_text(json.dumps(missing_notebook(json.loads(dst.read_text()), missing),
+                                      indent=1))
+        finally:
+            if before is None:
+                os.environ.pop(MISSING_FILE, None)
+            else:
+                os.environ[MISSING_FILE] = before
     stamp_profile(dst, parameters.get("profile", "?"))
     return time.perf_counter() - t0, missing
 
@@ -155,7 +165,7 @@ def stamp_profile(path: Path, profile: str) -> None:
     """Record in the executed notebook which profile it was executed at, and hide the cell
     papermill injects (the reader sees the notebook's own parameters cell)."""
     nb = json.loads(path.read_text())
-    nb.setdefault("metadata", {})["facnn"] = {"profile": profile}
+    nb.setdefault("metadata", {}).setdefault("facnn", {})["profile"] = profile
     for cell in nb["cells"]:
         tags = cell.get("metadata", {}).get("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
@@ -303,15 +313,6 @@ def _mathjax_unused(folder: str, names: list[str]) -> list[str]:
     return []
 
 
-def plotly_js(root: Path) -> None:
-    """Copy plotly.min.js into book/_static so interactive figures load it locally."""
-    import plotly
-    src = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    dst = root / "book" / "_static" / "plotly.min.js"
-    if not dst.exists() or dst.stat().st_size != src.stat().st_size:
-        shutil.copy2(src, dst)
-
-
 def stage(root: Path) -> None:
     """Copy the book's sources into ``root``, the folder the book is built from; the
     executed notebooks go to ``root/notebooks`` (the paths the table of contents and the
@@ -451,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
               f"cells point nowhere until it names the real repository", flush=True)
     if not args.no_build:
         mathjax(root)
-        plotly_js(root)
+        plotly_js(root / "book" / "_static")
         html = build(root, out, strict=not args.no_strict)
         print(f"[book] built {relative(html / 'index.html')} in {time.perf_counter() - t_all:.0f} s total")
     if missing:

@@ -4,10 +4,15 @@
 :class:`MissingResult` is raised wherever a chapter needs something this profile lacks (a
 training run, a dataset); the book's build catches it at one boundary
 (:func:`facnn.book.pipeline.execute_chapter`) and renders the chapter with a "missing, run
-this" box instead of its outputs.
+this" box instead of its outputs. It crosses from the chapter's kernel to the build as data:
+in a kernel the build starts (``FACNN_MISSING_FILE`` set), a MissingResult that ends a cell
+is written to that file as JSON (:meth:`MissingResult.to_dict`), never parsed out of the
+error's text.
 """
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -92,10 +97,48 @@ class MissingResult(Exception):
         return f"missing: {self.what}" + (f" ({self.why})" if self.why else "") + \
             (f". Run: {cmd}" if cmd else "")
 
+    def to_dict(self) -> dict:
+        return {"what": self.what, "commands": list(self.commands), "why": self.why}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MissingResult":
+        return cls(d["what"], d.get("commands", ()), d.get("why", ""))
+
     def html(self) -> str:
+        """The "missing, run this" box a chapter shows in place of its results."""
         cmds = "".join(f"<pre><code>{escape(c)}</code></pre>" for c in self.commands)
         why = f" ({escape(self.why)})" if self.why else ""
         return (f'<div class="admonition warning facnn-missing"><p class="admonition-title">'
                 f'Result not available at this profile</p><p><b>missing:</b> '
                 f'{escape(self.what)}{why}.' + (" Produce it with:</p>" + cmds if cmds else "</p>")
                 + "</div>")
+
+
+MISSING_FILE = "FACNN_MISSING_FILE"   # the environment variable the build sets for its kernels
+
+
+def report_missing_to_the_build() -> None:
+    """In a Jupyter kernel started by the book's build (``$FACNN_MISSING_FILE`` names a
+    file), write a MissingResult that ends a cell to that file as JSON after the cell; the
+    build reads it back (:func:`facnn.book.pipeline.execute_chapter`). Elsewhere nothing."""
+    path = os.environ.get(MISSING_FILE)
+    if not path:
+        return
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None or getattr(ip, "_facnn_reports_missing", False):
+        return
+
+    def report(result) -> None:
+        e = getattr(result, "error_in_exec", None)
+        if isinstance(e, MissingResult):
+            Path(path).write_text(json.dumps(e.to_dict()))
+    ip.events.register("post_run_cell", report)
+    ip._facnn_reports_missing = True
+
+
+# every chapter that can raise a MissingResult imports this module first
+report_missing_to_the_build()
