@@ -589,7 +589,7 @@ def morph_strips(image, strips):
 _VERDICT_COLOURS = {"holds": "#2e7d32", "fails": "#c62828", "inconclusive": "#f9a825", "not run": "0.6"}
 _GROUP_AXES = {"theory": "Pearson r, or largest increment in units of 1/N",
                "accuracy": "accuracy points, model a - model b",
-               "attribution": "support over bootstrap resamples (Figure 4), Pearson r (Figures 1/5)"}
+               "attribution": "bootstrap support (Figure 4), Pearson r (Figures 1/5)"}
 
 
 def claims_forest(claims, names=None, groups=None):
@@ -642,7 +642,7 @@ def claims_forest(claims, names=None, groups=None):
         ax.set_title(g, loc="left", fontsize=11, fontweight="bold")
         ax.set_xlabel(_GROUP_AXES.get(g, ""), fontsize=SMALL)
         ax.grid(axis="x", alpha=0.3)
-    fig.legend(*_legend_of(axes), loc="outside lower center", ncol=6, frameon=False)
+    fig.legend(*_legend_of(axes), loc="outside lower center", ncol=4, frameon=False)
     return fig
 
 

@@ -703,3 +703,56 @@ def test_no_committed_cached_result_is_stale_against_the_code():
     assert unexpected == {}, "stale cached results: recompute them (make book FRESH=1) and commit them"
     fresh_again = KNOWN_STALE - {k.split("/", 1)[1] for k in stale}
     assert fresh_again == set(), "no longer stale (or gone): remove them from KNOWN_STALE"
+
+
+def _claim(id, source, dataset, verdict, reason="r", counted=True):
+    return C.entry(id, source, "theorem1", "s", dataset, "m", None, None, verdict, "p", reason=reason,
+                   counted=counted)
+
+
+def test_the_landing_synthesis_says_what_holds_fails_and_why_the_rest_is_undecided():
+    doc = {"profile": "cpu", "claims": [
+        _claim("a", "Theorem 1", "cifar10", "holds"),
+        _claim("b", "Table 1", "cifar10", "inconclusive", "under-trained: fa-pool +2.1 points"),
+        _claim("c", "Table 1", "cifar10", "inconclusive", "flips with the learning rate (holds at own)"),
+        _claim("d", "Table 1", "cifar10", "fails"),
+        _claim("e", "Figure 4", "imagenet20", "not run", "budget"),
+        _claim("f", "Figure 4", "imagenet20", "holds", counted=False)]}   # an extension: not counted
+    md = C.synthesis_md(doc, {"cifar10": "CIFAR-10"}, ["CIFAR-10 68.75 % (93.13 %)"])
+    assert md.startswith("**Of the 5 claims of the paper this build checks at profile `cpu`, 1 hold, 1 fail, "
+                         "2 cannot be decided at this scale and 1 are not run yet.**")
+    assert "- **Holds:** Theorem 1 on CIFAR-10." in md and "- **Fails:** Table 1 on CIFAR-10 (1 of 3)." in md
+    assert ("- **Undecided:** Table 1 on CIFAR-10 (2 of 3); because of models still improving when training "
+            "stopped, answers that flip with the learning rate.") in md
+    assert "CIFAR-10 68.75 % (93.13 %)" in md and "Figure 4 on imagenet20" not in md.split("Holds")[1].split("\n")[0]
+    table = C.verdict_table_md(doc)
+    assert table.startswith("**5 claims counted at profile `cpu`:**") and "| r |" in table
+    assert 'title="The paper: Grad-CAM saliency maps' in table           # the quote on hover
+    ext = C.verdict_table_md(doc, extensions=True)
+    assert ext.startswith("**1 extensions of ours (not counted) at profile `cpu`:** 1 holds")
+
+
+def test_the_chapter_model_note_ranks_it_among_the_runs_of_its_kind(tmp_path):
+    runs = Runs("cpu", results_dir=tmp_path)
+    with pytest.raises(MissingResult):
+        runs.model_note()
+    for cfg, acc in ((runs.config("fa-pool"), 0.70), (runs.config("fa-pool", seed=1), 0.72),
+                     (runs.config("fa-pool", seed=2), 0.60), (runs.config("fa-pool", subset="1000x100"), 0.99)):
+        folder = runs.run_dir(cfg)
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps({"accuracy": acc, "config": cfg.to_dict()}))
+    note = runs.model_note()
+    assert "**70.00 %** test accuracy; 1 of the 3 finished runs of its kind here do better (up to 72.00 %)" in note
+    assert runs.config("fa-pool").run_name() in note       # the sweep's subset run is not of its kind
+
+
+def test_curves_read_each_seeds_test_accuracy_per_epoch(tmp_path):
+    runs = Runs("cpu", results_dir=tmp_path)
+    cfg = runs.config("vanilla", seed=2)
+    folder = runs.run_dir(cfg)
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"accuracy": 0.5}))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "test_accuracy": a}) + "\n"
+                                                  for e, a in ((1, 0.3), (2, 0.5))))
+    got = runs.curves([("cifar10", "vanilla", "minimal")])
+    assert got == {("cifar10", "vanilla", "minimal"): {1: None, 2: [0.3, 0.5], 3: None}}

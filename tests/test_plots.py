@@ -97,6 +97,21 @@ def _effects():
         "paper": [-0.67, 0.16, 3.07]})
 
 
+def _claims():
+    row = dict(quote="q", where="w", metric="m", reason="r", counted=True, page="p", n_seeds=3)
+    return [dict(row, id="theorem1", source="Theorem 1", statement="maps equal Grad-CAM", dataset="cifar10",
+                 paper=1.0, ours=1.0, ci95=None, verdict="holds"),
+            dict(row, id="t1.a", source="Table 1", statement="pooling head beats Vanilla", short="pool vs Vanilla",
+                 dataset="cifar10", paper=0.16, ours=0.84, ci95=[-3.47, 5.14], threshold=0.0, verdict="inconclusive"),
+            dict(row, id="t1.b", source="Table 1", statement="linear head beats ResNet-50", dataset="cifar10",
+                 paper=2.3, ours=None, ci95=None, threshold=0.0, verdict="not run"),
+            dict(row, id="f4", source="Figure 4", statement="All methods are skillful relative to random removal "
+                 "and this statement is long enough to be cut", dataset="imagenet20", paper=None, ours=1.0,
+                 ci95=None, verdict="holds"),
+            dict(row, id="f15", source="Figures 1/5", statement="middle layers correlate", dataset="cifar10",
+                 paper=None, ours=0.40, ci95=[0.39, 0.42], verdict="fails")]
+
+
 def _layer_stats():
     return pd.DataFrame([dict(dataset=d, layer=L, rel_depth=L / 9, median=m, q25=m - 0.2,
                               q75=min(1, m + 0.1))
@@ -123,6 +138,7 @@ FIGURES = {   # name -> a call drawing it from made-up inputs
     "pairs": lambda: plots.pairs(_images(4), _maps(4, 8, 8), _maps(4, 8, 8), NAMES[6:],
                                  r=RNG.random(4)),
     "seed_effects": lambda: plots.seed_effects(_effects()),
+    "claims_forest": lambda: plots.claims_forest(_claims(), {"cifar10": "CIFAR-10", "imagenet20": "ImageNet-20"}),
     "explorer_view": lambda: plots.explorer_view(_explore(), NAMES),
     "morph_strip": lambda: plots.morph_strip(_images(1)[0], list(_maps(9, 8, 8)), "class 'bird'"),
     "morph_strips": lambda: plots.morph_strips(_images(1)[0], {"crate": list(_maps(9, 8, 8)),
@@ -392,3 +408,20 @@ def test_interactive_refuses_a_remote_plotly(explored):
     from facnn.book.interactive import explorer_html
     with pytest.raises(ValueError, match="not local"):
         explorer_html(explored, plotly_src="https://cdn.plot.ly/plotly-2.35.2.min.js")
+
+
+def test_claims_forest_groups_claims_and_colours_by_verdict():
+    fig = plots.claims_forest(_claims())
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert titles == ["theory", "accuracy", "attribution"]
+    accuracy = fig.axes[1]
+    assert [t.get_text() for t in accuracy.get_yticklabels()] == ["cifar10: pool vs Vanilla",
+                                                                  "cifar10: linear head beats ResNet-50"]
+    assert any(t.get_text() == "not run" for t in accuracy.texts)      # no number, said so
+    labels = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert {"holds", "inconclusive", "fails", "paper", "threshold"} <= labels
+    cut = [t.get_text() for t in fig.axes[2].get_yticklabels()][0]
+    assert cut.endswith("\u2026") and len(cut) < 60
+    with pytest.raises(ValueError, match="at least one claim"):
+        plots.claims_forest([])
+    plt.close("all")
