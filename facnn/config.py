@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Mapping
 
-from .checks import check_bool, check_float, check_increasing, check_int, check_str
+from .checks import check_bool, check_choice, check_float, check_increasing, check_int, check_str
 
 PROFILES = ("paper", "cpu", "smoke")
 MODELS = ("fa-pool", "fa-linear", "vanilla", "resnet18", "resnet50")
@@ -121,16 +121,16 @@ class Config:
 
     def validate(self) -> "Config":
         """Raise ValueError naming the problem and the fix; return self when fine."""
-        _choice("profile", self.profile, PROFILES)
-        _choice("dataset", self.dataset, DATASETS)
-        _choice("model", self.model, MODELS)
-        _choice("recipe", self.recipe, RECIPES)
-        _choice("block", self.block, ("single", "double"))
-        _choice("stem", self.stem, ("none", "imagenet"))
-        _choice("resnet_form", self.resnet_form, ("cifar", "torchvision"))
-        _choice("schedule", self.schedule, ("cosine", "multistep", "step"))
-        _choice("precision", self.precision, ("auto", "bf16", "fp32"))
-        _choice("loader", self.loader, ("auto", "tensor", "workers"))
+        check_choice("profile", self.profile, PROFILES)
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("model", self.model, MODELS)
+        check_choice("recipe", self.recipe, RECIPES)
+        check_choice("block", self.block, ("single", "double"))
+        check_choice("stem", self.stem, ("none", "imagenet"))
+        check_choice("resnet_form", self.resnet_form, ("cifar", "torchvision"))
+        check_choice("schedule", self.schedule, ("cosine", "multistep", "step"))
+        check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
+        check_choice("loader", self.loader, ("auto", "tensor", "workers"))
         self._validate_numbers()
         # options of one data source that another would silently ignore (and hash)
         if self.subset is not None and self.dataset not in ("cifar10", "cifar100"):
@@ -181,11 +181,6 @@ def check_device(device: str) -> None:
     if kind not in DEVICES or (index and (kind not in ("cuda", "xpu") or not index.isdigit())):
         raise ValueError(f"unknown device {device!r}; choose auto, cpu, cuda, cuda:N or mps "
                          f"(--set device=auto picks the best one here)")
-
-
-def _choice(name: str, value: str, allowed: Iterable[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
 
 
 # -- presets --------------------------------------------------------------------------
@@ -265,9 +260,9 @@ def preset(profile: str = "cpu", dataset: str = "cifar10", model: str = "fa-pool
     ``recipe`` defaults to "minimal" (the top rows of Table 1); "standard" gives the
     ResNet rows at the bottom.
     """
-    _choice("profile", profile, PROFILES)
-    _choice("dataset", dataset, DATASETS)
-    _choice("model", model, MODELS)
+    check_choice("profile", profile, PROFILES)
+    check_choice("dataset", dataset, DATASETS)
+    check_choice("model", model, MODELS)
     p = _PROFILE[profile]
     epochs = p["epochs"][dataset]
     base: dict[str, Any] = dict(profile=profile, dataset=dataset, model=model, depth=p["depth"],
@@ -325,8 +320,8 @@ def lr_sweep(profile: str, model: str = "fa-pool", dataset: str | None = None) -
     per learning rate: same grid, subset and epochs for every model, and the rates by which
     the grid was extended for a model whose best lay on its top edge (SWEEP "extend").
     With ``dataset``, that dataset's held-out sweep (HELDOUT_SWEEP)."""
-    _choice("profile", profile, PROFILES)
-    _choice("model", model, MODELS)
+    check_choice("profile", profile, PROFILES)
+    check_choice("model", model, MODELS)
     if dataset is not None:
         heldout = HELDOUT_SWEEP.get(profile, {})
         if dataset not in heldout:
@@ -351,7 +346,7 @@ def sweep_probes(profile: str, model: str = "fa-pool") -> list[Config]:
 def table1_cells(profile: str, dataset: str) -> list[tuple[str, str]]:
     """(model, recipe) of each Table 1 row, in the paper's order. ImageNet-20 (our 84x84
     stand-in for ImageNet-100 on CPUs) has the minimal-recipe rows up to ResNet-18."""
-    _choice("dataset", dataset, DATASETS)
+    check_choice("dataset", dataset, DATASETS)
     if dataset == "imagenet20":
         return [("fa-pool", "minimal"), ("fa-linear", "minimal"), ("vanilla", "minimal"),
                 ("resnet18", "minimal")]
