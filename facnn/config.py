@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .checks import check_bool, check_choice, check_float, check_increasing, check_int, check_str
@@ -172,6 +173,12 @@ class Config:
         check_device(self.device)
         for name in ("subset", "classes_file"):
             check_str(name, getattr(self, name), optional=True)
+
+
+def run_dir(cfg: Config) -> Path:
+    """``<out_dir>/<profile>/<dataset>-<model>-<config hash>``: the folder a run writes
+    (facnn.train), the plan checks and the book reads."""
+    return Path(cfg.out_dir) / cfg.profile / cfg.run_name()
 
 
 def check_device(device: str) -> None:

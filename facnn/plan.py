@@ -39,7 +39,7 @@ import torch
 from . import info
 from .checks import check_batch_size
 from .config import (HELDOUT_SWEEP, MINIMAL_LR, Config, apply_overrides, lr_sweep, preset,
-                     sweep_probes, table1_cells)
+                     run_dir, sweep_probes, table1_cells)
 from .models import model_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,11 +136,6 @@ FP32_VS_BF16_ON_GPU = 0.5   # assumption: TF32 convolutions at half the bf16 rat
 
 
 # -- the runs ---------------------------------------------------------------------------
-
-def run_dir(cfg: Config) -> Path:
-    """``<out_dir>/<profile>/<run name>``: the same folder as facnn.train.run_dir."""
-    return Path(cfg.out_dir) / cfg.profile / cfg.run_name()
-
 
 def book_configs(profile: str, out_dir: str | Path = "results",
                  datasets: Sequence[str] | None = None) -> list[tuple[str, Config]]:

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from .. import data as D
-from ..config import Config, preset
+from ..config import Config, preset, run_dir
 # the runs the book reads live in facnn.plan (the plan command lists exactly these)
 from ..plan import (CHAPTER_OVERRIDES, IMAGENET, PLAN, SEED_OVERRIDES, SEEDS, SWEEP_MODELS,
                     run_config)
@@ -152,9 +152,7 @@ class Runs:
             runs = [(d, m, r) for d in dict.fromkeys(d for d, _, _ in runs) for m, r in want]
         return runs
 
-    def run_dir(self, cfg: Config) -> Path:
-        from ..train import run_dir
-        return run_dir(cfg)
+    run_dir = staticmethod(run_dir)
 
     def summary_of(self, cfg: Config) -> dict[str, Any] | None:
         """The summary of the run ``cfg`` (training it first where allowed), or None."""
