@@ -11,11 +11,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .checks import check_bool, check_choice, check_float, check_increasing, check_int, check_str
+
+ROOT = Path(__file__).resolve().parents[1]   # the checkout: where the default folders lie
 
 PROFILES = ("paper", "cpu", "smoke")
 MODELS = ("fa-pool", "fa-linear", "vanilla", "resnet18", "resnet50")
@@ -387,11 +390,14 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
     return dataclasses.replace(cfg, **changes)
 
 
-def cli_command(cfg: Config, cmd: str = "train") -> str:
+def cli_command(cfg: Config, cmd: str = "train", checkout: bool = False) -> str:
     """The command line that rebuilds ``cfg``: ``python -m facnn train --dataset D --model M
     --profile P [--recipe R] [--set k=v ...]``, with a --set for exactly the fields that
-    differ from the preset (so parsing it back gives the same config and hash)."""
-    import shlex
+    differ from the preset (so parsing it back gives the same config and hash).
+
+    ``checkout=True`` gives the line a reader types at the checkout's root to make the same
+    run (the book's): the fields that only say where or how a run happens are left out, and
+    a folder is named only when it is not the checkout's own (the book passes them resolved)."""
     base = preset(cfg.profile, cfg.dataset, cfg.model, cfg.recipe)
     names = [f.name for f in fields(Config) if f.name not in ("profile", "dataset", "model")]
     diff = {k: getattr(cfg, k) for k in names if getattr(cfg, k) != getattr(base, k)}
@@ -399,6 +405,9 @@ def cli_command(cfg: Config, cmd: str = "train") -> str:
     # an epochs override re-derives the recipe's milestones; spell out what still differs
     back = preset(cfg.profile, cfg.dataset, cfg.model, cfg.recipe, **diff)
     diff.update({k: getattr(cfg, k) for k in names if getattr(back, k) != getattr(cfg, k)})
+    if checkout:
+        diff = {k: v for k, v in diff.items() if k not in _NOT_HASHED
+                or (k in ("out_dir", "data_root") and _in_checkout(v) != _in_checkout(getattr(base, k)))}
     parts = ["python -m facnn", cmd, "--dataset", cfg.dataset, "--model", cfg.model,
              "--profile", cfg.profile]
     if cfg.recipe != "minimal":
@@ -406,6 +415,10 @@ def cli_command(cfg: Config, cmd: str = "train") -> str:
     if diff:
         parts += ["--set"] + [shlex.quote(f"{k}={_cli_value(v)}") for k, v in diff.items()]
     return " ".join(parts)
+
+
+def _in_checkout(folder: str) -> Path:
+    return (ROOT / folder).resolve()
 
 
 def _cli_value(v: Any) -> str:
