@@ -183,6 +183,10 @@ def train_images(cfg: Config) -> int:
 
 
 def test_images(cfg: Config) -> int:
+    """Images a run evaluates on each epoch: its held-out training images (holdout per
+    class), shapes', the subset's test split, or the dataset's."""
+    if cfg.holdout:
+        return cfg.holdout * cfg.num_classes
     if cfg.dataset == "shapes":
         return cfg.shapes_test
     if cfg.subset:
