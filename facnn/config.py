@@ -11,10 +11,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shlex
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .checks import check_bool, check_float, check_increasing, check_int, check_str
+from .checks import check_bool, check_choice, check_float, check_increasing, check_int, check_str
+
+ROOT = Path(__file__).resolve().parents[1]   # the checkout: where the default folders lie
 
 PROFILES = ("paper", "cpu", "smoke")
 MODELS = ("fa-pool", "fa-linear", "vanilla", "resnet18", "resnet50")
@@ -121,16 +125,16 @@ class Config:
 
     def validate(self) -> "Config":
         """Raise ValueError naming the problem and the fix; return self when fine."""
-        _choice("profile", self.profile, PROFILES)
-        _choice("dataset", self.dataset, DATASETS)
-        _choice("model", self.model, MODELS)
-        _choice("recipe", self.recipe, RECIPES)
-        _choice("block", self.block, ("single", "double"))
-        _choice("stem", self.stem, ("none", "imagenet"))
-        _choice("resnet_form", self.resnet_form, ("cifar", "torchvision"))
-        _choice("schedule", self.schedule, ("cosine", "multistep", "step"))
-        _choice("precision", self.precision, ("auto", "bf16", "fp32"))
-        _choice("loader", self.loader, ("auto", "tensor", "workers"))
+        check_choice("profile", self.profile, PROFILES)
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("model", self.model, MODELS)
+        check_choice("recipe", self.recipe, RECIPES)
+        check_choice("block", self.block, ("single", "double"))
+        check_choice("stem", self.stem, ("none", "imagenet"))
+        check_choice("resnet_form", self.resnet_form, ("cifar", "torchvision"))
+        check_choice("schedule", self.schedule, ("cosine", "multistep", "step"))
+        check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
+        check_choice("loader", self.loader, ("auto", "tensor", "workers"))
         self._validate_numbers()
         # options of one data source that another would silently ignore (and hash)
         if self.subset is not None and self.dataset not in ("cifar10", "cifar100"):
@@ -174,6 +178,12 @@ class Config:
             check_str(name, getattr(self, name), optional=True)
 
 
+def run_dir(cfg: Config) -> Path:
+    """``<out_dir>/<profile>/<dataset>-<model>-<config hash>``: the folder a run writes
+    (facnn.train), the plan checks and the book reads."""
+    return Path(cfg.out_dir) / cfg.profile / cfg.run_name()
+
+
 def check_device(device: str) -> None:
     """A device torch knows by name; whether this machine has it is checked where it is used
     (facnn.train.resolve_device)."""
@@ -181,11 +191,6 @@ def check_device(device: str) -> None:
     if kind not in DEVICES or (index and (kind not in ("cuda", "xpu") or not index.isdigit())):
         raise ValueError(f"unknown device {device!r}; choose auto, cpu, cuda, cuda:N or mps "
                          f"(--set device=auto picks the best one here)")
-
-
-def _choice(name: str, value: str, allowed: Iterable[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
 
 
 # -- presets --------------------------------------------------------------------------
@@ -269,9 +274,9 @@ def preset(profile: str = "cpu", dataset: str = "cifar10", model: str = "fa-pool
     ``recipe`` defaults to "minimal" (the top rows of Table 1); "standard" gives the
     ResNet rows at the bottom.
     """
-    _choice("profile", profile, PROFILES)
-    _choice("dataset", dataset, DATASETS)
-    _choice("model", model, MODELS)
+    check_choice("profile", profile, PROFILES)
+    check_choice("dataset", dataset, DATASETS)
+    check_choice("model", model, MODELS)
     p = _PROFILE[profile]
     epochs = p["epochs"][dataset]
     base: dict[str, Any] = dict(profile=profile, dataset=dataset, model=model, depth=p["depth"],
@@ -329,8 +334,8 @@ def lr_sweep(profile: str, model: str = "fa-pool", dataset: str | None = None) -
     per learning rate: same grid, subset and epochs for every model, and the rates by which
     the grid was extended for a model whose best lay on its top edge (SWEEP "extend").
     With ``dataset``, that dataset's held-out sweep (HELDOUT_SWEEP)."""
-    _choice("profile", profile, PROFILES)
-    _choice("model", model, MODELS)
+    check_choice("profile", profile, PROFILES)
+    check_choice("model", model, MODELS)
     if dataset is not None:
         heldout = HELDOUT_SWEEP.get(profile, {})
         if dataset not in heldout:
@@ -355,7 +360,7 @@ def sweep_probes(profile: str, model: str = "fa-pool") -> list[Config]:
 def table1_cells(profile: str, dataset: str) -> list[tuple[str, str]]:
     """(model, recipe) of each Table 1 row, in the paper's order. ImageNet-20 (our 84x84
     stand-in for ImageNet-100 on CPUs) has the minimal-recipe rows up to ResNet-18."""
-    _choice("dataset", dataset, DATASETS)
+    check_choice("dataset", dataset, DATASETS)
     if dataset == "imagenet20":
         return [("fa-pool", "minimal"), ("fa-linear", "minimal"), ("vanilla", "minimal"),
                 ("resnet18", "minimal")]
@@ -389,11 +394,14 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
     return dataclasses.replace(cfg, **changes)
 
 
-def cli_command(cfg: Config, cmd: str = "train") -> str:
+def cli_command(cfg: Config, cmd: str = "train", checkout: bool = False) -> str:
     """The command line that rebuilds ``cfg``: ``python -m facnn train --dataset D --model M
     --profile P [--recipe R] [--set k=v ...]``, with a --set for exactly the fields that
-    differ from the preset (so parsing it back gives the same config and hash)."""
-    import shlex
+    differ from the preset (so parsing it back gives the same config and hash).
+
+    ``checkout=True`` gives the line a reader types at the checkout's root to make the same
+    run (the book's): the fields that only say where or how a run happens are left out, and
+    a folder is named only when it is not the checkout's own (the book passes them resolved)."""
     base = preset(cfg.profile, cfg.dataset, cfg.model, cfg.recipe)
     names = [f.name for f in fields(Config) if f.name not in ("profile", "dataset", "model")]
     diff = {k: getattr(cfg, k) for k in names if getattr(cfg, k) != getattr(base, k)}
@@ -401,6 +409,9 @@ def cli_command(cfg: Config, cmd: str = "train") -> str:
     # an epochs override re-derives the recipe's milestones; spell out what still differs
     back = preset(cfg.profile, cfg.dataset, cfg.model, cfg.recipe, **diff)
     diff.update({k: getattr(cfg, k) for k in names if getattr(back, k) != getattr(cfg, k)})
+    if checkout:
+        diff = {k: v for k, v in diff.items() if k not in _NOT_HASHED
+                or (k in ("out_dir", "data_root") and _in_checkout(v) != _in_checkout(getattr(base, k)))}
     parts = ["python -m facnn", cmd, "--dataset", cfg.dataset, "--model", cfg.model,
              "--profile", cfg.profile]
     if cfg.recipe != "minimal":
@@ -408,6 +419,10 @@ def cli_command(cfg: Config, cmd: str = "train") -> str:
     if diff:
         parts += ["--set"] + [shlex.quote(f"{k}={_cli_value(v)}") for k, v in diff.items()]
     return " ".join(parts)
+
+
+def _in_checkout(folder: str) -> Path:
+    return (ROOT / folder).resolve()
 
 
 def _cli_value(v: Any) -> str:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,8 +37,8 @@ import torch
 
 from . import info
 from .checks import check_batch_size
-from .config import (HELDOUT_SWEEP, MINIMAL_LR, Config, apply_overrides, lr_sweep, preset,
-                     sweep_probes, table1_cells)
+from .config import (HELDOUT_SWEEP, MINIMAL_LR, Config, apply_overrides, cli_command, lr_sweep,
+                     preset, run_dir, sweep_probes, table1_cells)
 from .models import model_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,11 +136,6 @@ FP32_VS_BF16_ON_GPU = 0.5   # assumption: TF32 convolutions at half the bf16 rat
 
 # -- the runs ---------------------------------------------------------------------------
 
-def run_dir(cfg: Config) -> Path:
-    """``<out_dir>/<profile>/<run name>``: the same folder as facnn.train.run_dir."""
-    return Path(cfg.out_dir) / cfg.profile / cfg.run_name()
-
-
 def book_configs(profile: str, out_dir: str | Path = "results",
                  datasets: Sequence[str] | None = None) -> list[tuple[str, Config]]:
     """(kind, config) of every run the book reads at ``profile``, deduplicated by config
@@ -179,26 +173,6 @@ def book_configs(profile: str, out_dir: str | Path = "results",
     return out
 
 
-def command(cfg: Config) -> str:
-    """The ``python -m facnn train ...`` line that reproduces ``cfg`` (facnn.config.cli_command
-    when it exists: --set for exactly the fields that differ from the preset)."""
-    from . import config as C
-    if hasattr(C, "cli_command"):
-        return C.cli_command(cfg)
-    base = preset(cfg.profile, cfg.dataset, cfg.model, cfg.recipe)
-    sets = [f"{k}={_cli(v)}" for k, v in cfg.to_dict().items()
-            if k not in ("profile", "dataset", "model", "recipe") and v != base.to_dict()[k]]
-    parts = ["python -m facnn train", "--dataset", cfg.dataset, "--model", cfg.model,
-             "--profile", cfg.profile] + (["--recipe", cfg.recipe] if cfg.recipe != "minimal" else [])
-    return " ".join(parts + (["--set"] + [shlex.quote(s) for s in sets] if sets else []))
-
-
-def _cli(v: Any) -> str:
-    if isinstance(v, (list, tuple)):
-        return ",".join(str(i) for i in v)
-    return "none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-
-
 def train_images(cfg: Config) -> int:
     """Training images of one epoch: the dataset's train split, the subset's, or shapes'."""
     if cfg.dataset == "shapes":
@@ -209,6 +183,10 @@ def train_images(cfg: Config) -> int:
 
 
 def test_images(cfg: Config) -> int:
+    """Images a run evaluates on each epoch: its held-out training images (holdout per
+    class), shapes', the subset's test split, or the dataset's."""
+    if cfg.holdout:
+        return cfg.holdout * cfg.num_classes
     if cfg.dataset == "shapes":
         return cfg.shapes_test
     if cfg.subset:
@@ -551,7 +529,7 @@ def make_plan(profile: str, device: str | None = None, out_dir: str | Path = "re
             used[f"{prec}/{cls}"] = source
         runs.append(PlannedRun(kind, cfg.dataset, cfg.model, cfg.recipe, cfg.lr, cfg.seed, cfg.hash(),
                                str(run_dir(cfg)), params, flops / 1e9, n_train, cfg.epochs, prec,
-                               hours, source, done, _actual_hours(summary), command(cfg), cfg))
+                               hours, source, done, _actual_hours(summary), cli_command(cfg), cfg))
     return Plan(profile, device, runs, used, measure)
 
 

@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import data as D
-from .config import Config, cli_command
+from .config import Config, cli_command, run_dir
 # atomic_write_bytes and StorageError are re-exported: facnn.book imports them from here
 from .fileio import (RunLocked, StorageError, atomic_write_bytes, atomic_write_text,  # noqa: F401
                      file_sha256, git_commit, make_dir, read_json, run_lock,
@@ -62,10 +62,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def run_dir(cfg: Config) -> Path:
-    return Path(cfg.out_dir) / cfg.profile / cfg.run_name()
 
 
 class CheckpointError(RuntimeError):

@@ -129,6 +129,28 @@ def test_cli_command_round_trips(cfg, monkeypatch):
     assert back == want and back.hash() == want.hash()
 
 
+@pytest.mark.parametrize("cfg,shown", [
+    (dict(profile="cpu", dataset="cifar10", model="fa-pool", seed=2, precision="fp32"),
+     "--set seed=2 precision=fp32"),
+    (dict(profile="cpu", dataset="cifar10", model="resnet18", recipe="standard", epochs=7,
+          milestones=(2, 3)), "--set epochs=7 milestones=2,3"),
+    (dict(profile="smoke", dataset="shapes", model="vanilla", out_dir="/tmp/my runs"),
+     "--set 'out_dir=/tmp/my runs'"),
+], ids=["overrides", "pinned-milestones", "own-folder"])
+def test_the_books_command_leaves_out_where_a_run_happens(cfg, shown, monkeypatch):
+    """The book passes its folders resolved and its own progress and device: the line it
+    shows names none of them, and still rebuilds the same run (hash and folder)."""
+    from facnn.config import ROOT, apply_overrides
+    kw = dict(cfg)
+    want = preset(kw.pop("profile"), kw.pop("dataset"), kw.pop("model"), kw.pop("recipe", None), **kw)
+    book = apply_overrides(want, dict(data_root=str(ROOT / "data"), progress=False, device="cpu",
+                                      **({} if "out_dir" in cfg else {"out_dir": str(ROOT / "results")})))
+    cmd = cli_command(book, checkout=True)
+    assert cmd.endswith(shown) and "data_root" not in cmd and "progress" not in cmd
+    back = parsed(shlex.split(cmd)[3:], monkeypatch)
+    assert back.hash() == want.hash() and (ROOT / TR.run_dir(back)).resolve() == (ROOT / TR.run_dir(book)).resolve()
+
+
 def test_eval_without_weights_names_the_exact_command(tmp_path, monkeypatch):
     cfg = tiny(tmp_path, lr=0.3)
     with pytest.raises(FileNotFoundError) as e:

@@ -180,3 +180,14 @@ def test_plan_says_how_to_retrain_a_summary_only_run(tmp_path, files, summary_on
     text = P.make_plan("paper", "h200", out_dir=tmp_path).text()
     assert ("summary only" in text) == summary_only
     assert ("1 done runs keep only their summary" in text and run.command in text) == summary_only
+
+
+@pytest.mark.parametrize("overrides,n", [
+    (dict(dataset="cifar10"), 10_000), (dict(dataset="imagenet20"), 2_000),
+    (dict(dataset="cifar10", subset="1000x100"), 1_000), (dict(dataset="shapes", shapes_test=70), 70),
+    (dict(dataset="imagenet20", holdout=50), 1_000),
+], ids=["cifar10", "imagenet20", "subset", "shapes", "holdout"])
+def test_one_count_of_test_images_for_plan_and_book(overrides, n):
+    from facnn.book import table1 as T1
+    cfg = preset("cpu", overrides.pop("dataset"), **overrides)
+    assert P.test_images(cfg) == n and T1.test_size is P.test_images

@@ -17,11 +17,11 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from .. import data as D
-from ..config import Config, preset
+from ..config import Config, cli_command, preset, run_dir
 # the runs the book reads live in facnn.plan (the plan command lists exactly these)
 from ..plan import (CHAPTER_OVERRIDES, IMAGENET, PLAN, SEED_OVERRIDES, SEEDS, SWEEP_MODELS,
                     run_config)
-from .provenance import MissingResult, Provenance, ROOT, git_commit, now, relative, resolve
+from .provenance import MissingResult, Provenance, git_commit, now, relative, resolve
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet100": "ImageNet-100",
                  "imagenet20": "ImageNet-20", "shapes": "shapes (synthetic)"}
@@ -69,25 +69,9 @@ ANALYSIS = {
 }
 
 
-def train_command(cfg: Config, defaults: Config | None = None) -> str:
-    """The CLI line that trains ``cfg`` (overrides beyond the preset given with --set)."""
-    base = defaults or preset(cfg.profile, cfg.dataset, cfg.model, cfg.recipe)
-    skip = {"out_dir", "data_root", "device", "progress", "num_workers", "save_every_s"}
-    sets = [f"{k}={_cli(v)}" for k, v in cfg.to_dict().items()
-            if k not in skip and v != base.to_dict().get(k)]
-    cmd = f"python -m facnn train --dataset {cfg.dataset} --model {cfg.model} --profile {cfg.profile}"
-    if cfg.recipe != "minimal":
-        cmd += f" --recipe {cfg.recipe}"
-    # the default folder may arrive resolved to an absolute path; only a real change is shown
-    if Path(cfg.out_dir).resolve() != (ROOT / "results").resolve():
-        sets.append(f"out_dir={cfg.out_dir}")
-    return cmd + (" --set " + " ".join(sets) if sets else "")
-
-
-def _cli(v: Any) -> str:
-    if isinstance(v, (list, tuple)):
-        return ",".join(str(i) for i in v)
-    return str(v)
+def train_command(cfg: Config) -> str:
+    """The line a reader types at the checkout's root to train ``cfg``."""
+    return cli_command(cfg, checkout=True)
 
 
 # -- a chapter's view of a profile -------------------------------------------------------------
@@ -152,9 +136,7 @@ class Runs:
             runs = [(d, m, r) for d in dict.fromkeys(d for d, _, _ in runs) for m, r in want]
         return runs
 
-    def run_dir(self, cfg: Config) -> Path:
-        from ..train import run_dir
-        return run_dir(cfg)
+    run_dir = staticmethod(run_dir)
 
     def summary_of(self, cfg: Config) -> dict[str, Any] | None:
         """The summary of the run ``cfg`` (training it first where allowed), or None."""

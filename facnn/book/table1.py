@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from ..plan import test_images as test_size   # notebook 01 reads it by this name
 from . import claims as C
 from .runs import DATASET_NAMES
 
@@ -335,18 +336,6 @@ def sweep_best(table: pd.DataFrame) -> float | None:
     top, se = _standard_error(table)
     acc = table["test accuracy (%)"]
     return float(table.loc[acc >= top["test accuracy (%)"] - se, "lr"].min())
-
-
-def test_size(cfg) -> int:
-    """Test images of a run: the subset's per-class count times C, shapes_test, or the
-    full CIFAR test split (10,000)."""
-    if cfg.holdout:
-        return cfg.holdout * cfg.num_classes
-    if cfg.dataset == "shapes":
-        return cfg.shapes_test
-    if cfg.subset:
-        return int(cfg.subset.split("x")[1]) * cfg.num_classes
-    return {"imagenet100": 5000, "imagenet20": 2000}.get(cfg.dataset, 10000)
 
 
 def precision_check(runs, lr: float) -> tuple[pd.DataFrame, list] | None:
