@@ -41,7 +41,8 @@ def cmd_train(args) -> None:
 
 
 def cmd_sweep(args) -> None:
-    from .config import HELDOUT_SWEEP, SWEEP, lr_sweep
+    from .config import HELDOUT_SWEEP, SWEEP, cli_command, lr_sweep, run_dir
+    from .fileio import read_json
     from .train import train
     dataset = SWEEP[args.profile]["dataset"]
     heldout = HELDOUT_SWEEP.get(args.profile, {})
@@ -57,7 +58,10 @@ def cmd_sweep(args) -> None:
     which = args.dataset if args.dataset in heldout else None
     cfgs = [apply_overrides(c, overrides).validate() for c in lr_sweep(args.profile, args.model, which)]
     for cfg in cfgs:
-        s = train(cfg)
+        # a sweep needs each rate's accuracy, not its weights: a finished run is read, never
+        # retrained (a clone keeps only the summaries of sweep runs)
+        done = run_dir(cfg) / "summary.json"
+        s = read_json(done, f"delete it and rerun {cli_command(cfg)}") if done.exists() else train(cfg)
         print(f"lr {cfg.lr:g}: accuracy {s['accuracy']:.4f} ({cfg.run_name()})", flush=True)
 
 

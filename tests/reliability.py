@@ -244,6 +244,10 @@ CASES = [
           "eval uses weights.pt; train moves the checkpoint to checkpoint.damaged.pt and says so",
           f"{F}::test_a_finished_runs_damaged_checkpoint"),
     # -- training ------------------------------------------------------------------------------
+    _case("sweep-summary-only", "training",
+          "python -m facnn sweep in a clone that keeps only the sweep runs' summaries (no weights)",
+          "each finished rate is read from its summary, never retrained (it used to retrain every rate)",
+          f"{F}::test_a_sweep_reads_finished_runs_and_never_retrains_them"),
     _case("nan-loss", "training", "a learning rate so high that the loss becomes NaN",
           "training stops with an error naming the epoch and batch; no NaN checkpoint",
           f"{F}::test_nan_loss_stops_naming_the_batch"),

@@ -842,3 +842,19 @@ def test_book_into_an_unwritable_root(tmp_path):
     with pytest.raises(SystemExit) as e:
         P.main(["--profile", "smoke", "--root", str(tmp_path / "file" / "book"), "--no-execute", "--no-build"])
     assert str(e.value.code).startswith("error: cannot write the book into") and "\n" not in str(e.value.code)
+
+
+def test_a_sweep_reads_finished_runs_and_never_retrains_them(tmp_path, monkeypatch, capsys):
+    """A clone keeps only the summaries of sweep runs (no weights): sweep must read them, not
+    retrain every rate from scratch (train() retrains a finished run whose weights are gone)."""
+    from facnn.config import apply_overrides, lr_sweep, run_dir
+    cfgs = [apply_overrides(c, {"out_dir": str(tmp_path)}) for c in lr_sweep("smoke", "fa-pool")]
+    first = run_dir(cfgs[0])
+    first.mkdir(parents=True)
+    (first / "summary.json").write_text(json.dumps({"accuracy": 0.25}))
+    trained = []
+    monkeypatch.setattr(TR, "train", lambda cfg: trained.append(cfg.lr) or {"accuracy": 0.5})
+    M.main(["sweep", "--profile", "smoke", "--model", "fa-pool", "--set", f"out_dir={tmp_path}"])
+    assert trained == [c.lr for c in cfgs[1:]]          # only the rates without a summary
+    out = capsys.readouterr().out
+    assert f"lr {cfgs[0].lr:g}: accuracy 0.2500" in out and f"lr {cfgs[1].lr:g}: accuracy 0.5000" in out
