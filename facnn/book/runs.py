@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from .. import data as D
+from ..fileio import read_jsonl
 from ..config import Config, cli_command, preset, run_dir
 # the runs the book reads live in facnn.plan (the plan command lists exactly these)
 from ..plan import (CHAPTER_OVERRIDES, IMAGENET, PLAN, SEED_OVERRIDES, SEEDS, SWEEP_MODELS,
@@ -201,12 +202,9 @@ class Runs:
                 cfg = self.config(m, r, d, seed=s, **extra)
                 path = self.run_dir(cfg) / "metrics.jsonl"
                 done = path.exists() and self.summary_of(cfg) is not None
-                try:   # json, not pandas: its fast float parser is off in the last digit
-                    out[(d, m, r)][s] = ([json.loads(line)["test_accuracy"] for line in
-                                          path.read_text().splitlines() if line.strip()] if done else None)
-                except (ValueError, KeyError) as e:
-                    raise ValueError(f"{relative(path)} is damaged ({e!r}); rerun {train_command(cfg)} "
-                                     f"after deleting the run folder") from None
+                # fileio's reader, not pandas: pandas' fast float parser is off in the last digit
+                rows = read_jsonl(path, f"rerun {train_command(cfg)} after deleting the run folder") if done else None
+                out[(d, m, r)][s] = None if rows is None else [row["test_accuracy"] for row in rows]
         return out
 
     def sweep_configs(self, model: str = "fa-pool", dataset: str | None = None) -> list[Config]:
