@@ -41,7 +41,8 @@ def cmd_train(args) -> None:
 
 
 def cmd_sweep(args) -> None:
-    from .config import HELDOUT_SWEEP, SWEEP, cli_command, lr_sweep, run_dir
+    from .config import cli_command, lr_sweep, run_dir
+    from .experiments import HELDOUT_SWEEP, SWEEP
     from .fileio import read_json
     from .train import train
     dataset = SWEEP[args.profile]["dataset"]

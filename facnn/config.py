@@ -2,7 +2,8 @@
 
 A run is described entirely by a :class:`Config`. Presets give every Table 1 cell at
 profile ``paper`` (the paper's sizes and recipes) and at the reduced profiles ``cpu`` and
-``smoke``, which keep the protocol and shrink only width, depth, epochs and data.
+``smoke``, which keep the protocol and shrink only width, depth, epochs and data. Which
+runs are made, and at which learning rates, is :mod:`facnn.experiments`'s table.
 Overrides from the CLI (``--set key=value``) and from papermill parameters both go
 through :func:`apply_overrides`, so an unknown key or a bad value fails the same way.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .checks import check_bool, check_choice, check_float, check_increasing, check_int, check_str
+from .experiments import HELDOUT_SWEEP, SWEEP, TABLE1_CELLS, minimal_lr
 
 ROOT = Path(__file__).resolve().parents[1]   # the checkout: where the default folders lie
 
@@ -195,38 +197,6 @@ def check_device(device: str) -> None:
 
 # -- presets --------------------------------------------------------------------------
 
-# The minimal recipe's learning rate (the paper gives none; SPEC 5). Chosen by the cpu
-# profile's sweep (SWEEP below; facnn.table1.sweep_best's one-standard-error rule; shown
-# in the book's Table 1 chapter) and used at every profile; the standard recipe keeps the
-# usual 0.1 with momentum.
-MINIMAL_LR = 0.8
-# Models whose own sweep (same grid, same rule) chose another rate than FA-CNN's pooling
-# head did; every other model trains at MINIMAL_LR. From the cpu sweeps (fp32, CIFAR-10
-# subset 1000x100, 5 epochs), shown side by side in the book's Table 1 chapter: Vanilla is
-# best at 0.2 and the rule takes 0.05 (within one standard error); the linear head is best
-# at the grid's largest rate; ResNet-18 is best at 0.1.
-MINIMAL_LR_OF: dict[str, float] = {"fa-linear": 3.2, "vanilla": 0.05, "resnet18": 0.1}
-# Rates chosen on a dataset's own held-out training images (HELDOUT_SWEEP), per dataset and
-# model; a dataset without an entry trains each model at its CIFAR-10 rate (MINIMAL_LR_OF).
-MINIMAL_LR_ON: dict[str, dict[str, float]] = {
-    # ImageNet-20's held-out sweep (HELDOUT_SWEEP; chapter 01 shows it): the pooling head is
-    # flat from 0.2 to 3.2 (28.6-29.1 % on 2,000 held-out images) and the rule takes 0.2;
-    # ResNet-18 is best at 0.2 (34.9 %; 26.9, 28.6, 9.4 % at 0.05, 0.8, 3.2); Vanilla-CNN at
-    # 0.05 (37.3 %; 30.0 % one step below at 0.0125, 35.5 % at 0.2), as on CIFAR-10; the
-    # linear head rises to the grid's top and one step beyond (32.5 % at 3.2, 32.8 % at 12.8),
-    # and the rule takes 3.2 (the optimum may lie above 12.8: a further step was not affordable)
-    "imagenet20": {"fa-pool": 0.2, "resnet18": 0.2, "vanilla": 0.05, "fa-linear": 3.2},
-}
-
-
-def minimal_lr(model: str, dataset: str | None = None) -> float:
-    """The minimal recipe's learning rate of ``model`` on ``dataset``: the choice of that
-    dataset's held-out sweep (MINIMAL_LR_ON), else of the CIFAR-10 sweep (MINIMAL_LR_OF), else
-    the pooling-head FA-CNN's (MINIMAL_LR)."""
-    own = MINIMAL_LR_ON.get(dataset or "", {})
-    return own[model] if model in own else MINIMAL_LR_OF.get(model, MINIMAL_LR)
-
-
 def _recipe_fields(recipe: str, dataset: str, epochs: int, model: str) -> dict[str, Any]:
     """SPEC 5. The standard recipe's milestones scale with the epoch budget so that a
     reduced profile decays at the same fractions of training (100/300 and 150/300)."""
@@ -299,41 +269,6 @@ def preset(profile: str = "cpu", dataset: str = "cifar10", model: str = "fa-pool
     return apply_overrides(cfg, overrides).validate()
 
 
-# The learning-rate sweep of the minimal recipe (the paper gives no learning rate): FA-CNN
-# with the pooling head at the profile's size and epochs, on a class-balanced subset.
-SWEEP = {
-    "smoke": dict(dataset="shapes", lrs=(0.2, 0.8), overrides={"shapes_train": 1000}),
-    "cpu": dict(dataset="cifar10", lrs=(0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2), overrides={"subset": "1000x100"},
-                # fa-pool's sweep ran in bf16 on CPUs with AVX512-BF16; the other models' sweeps
-                # ran later on CPUs without it, where bf16 is emulated and 6-8x slower
-                model_overrides={m: {"precision": "fp32"} for m in ("fa-linear", "vanilla", "resnet18")},
-                # a sweep whose best rate lay on the grid's top edge goes on doubling until
-                # its best is inside (the rates it adds, per model)
-                extend={"fa-linear": (6.4, 12.8)},
-                # runs beside a sweep, outside its rule: fa-pool's bf16 sweep is best on the top
-                # edge, and extending it in bf16 (emulated here, 6-8x slower) was not affordable;
-                # fp32 at the edge and one doubling beyond it shows whether the optimum lies above
-                probes={"fa-pool": ({"lr": 3.2, "precision": "fp32"}, {"lr": 6.4, "precision": "fp32"})}),
-    # the same grid as cpu, so the paper profile's default (the cpu sweep's choice until
-    # this sweep has run on a GPU) lies inside its own grid
-    "paper": dict(dataset="cifar10", lrs=(0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2),
-                  overrides={"subset": "1000x100", "epochs": 100}),
-}
-
-
-# Sweeps that choose a dataset's own rates on images held out from its training split, never
-# on the test split that Table 1 reports: 100 of each ImageNet-20 class's 500 training
-# images, 10 epochs (the cosine schedule over 10), the grid a factor 4 apart around the
-# CIFAR-10 choices (0.05 to 3.2), extended by a step where a model's best lies on its edge.
-HELDOUT_SWEEP = {
-    "cpu": {"imagenet20": dict(dataset="imagenet20", lrs=(0.05, 0.2, 0.8, 3.2),
-                               overrides={"holdout": 100, "epochs": 10},
-                               # the best on the grid's edge: one step beyond it (Vanilla-CNN
-                               # below 0.05, the linear head above 3.2)
-                               extend={"vanilla": (0.0125,), "fa-linear": (12.8,)})},
-}
-
-
 def lr_sweep(profile: str, model: str = "fa-pool", dataset: str | None = None) -> list[Config]:
     """The configs of the profile's learning-rate sweep for ``model`` (minimal recipe), one
     per learning rate: same grid, subset and epochs for every model, and the rates by which
@@ -366,12 +301,7 @@ def table1_cells(profile: str, dataset: str) -> list[tuple[str, str]]:
     """(model, recipe) of each Table 1 row, in the paper's order. ImageNet-20 (our 84x84
     stand-in for ImageNet-100 on CPUs) has the minimal-recipe rows up to ResNet-18."""
     check_choice("dataset", dataset, DATASETS)
-    if dataset == "imagenet20":
-        return [("fa-pool", "minimal"), ("fa-linear", "minimal"), ("vanilla", "minimal"),
-                ("resnet18", "minimal")]
-    return [("fa-pool", "minimal"), ("fa-linear", "minimal"), ("vanilla", "minimal"),
-            ("resnet18", "minimal"), ("resnet50", "minimal"),
-            ("resnet18", "standard"), ("resnet50", "standard")]
+    return TABLE1_CELLS[:4] if dataset == "imagenet20" else list(TABLE1_CELLS)
 
 
 # -- overrides --------------------------------------------------------------------------

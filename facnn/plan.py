@@ -1,12 +1,12 @@
 """The runs a profile's book needs, what they cost, and which are done.
 
 ``python -m facnn plan --profile paper`` lists every training run behind the book at a
-profile: the Table 1 cells of each of the profile's datasets (:func:`facnn.config.table1_cells`)
-and the learning-rate sweep of the minimal recipe for :data:`SWEEP_MODELS`
-(:func:`facnn.config.lr_sweep`), deduplicated by config hash. For each run: its size
-(parameters, forward FLOPs per image), the images it trains on, an estimate of its hours on
-a device, whether ``results/<profile>/<run>/summary.json`` exists, and the command that
-trains it.
+profile, as :mod:`facnn.experiments` tables them: the Table 1 cells of each of the profile's
+datasets at their seeds, chapter 01's shared-rate runs, the chapters' models, and the
+learning-rate sweeps of the minimal recipe (:func:`facnn.config.lr_sweep`), deduplicated by
+config hash. For each run: its size (parameters, forward FLOPs per image), the images it
+trains on, an estimate of its hours on a device, whether
+``results/<profile>/<run>/summary.json`` exists, and the command that trains it.
 
 Hours (the cost model). A training step costs about 3x the forward FLOPs (forward, and a
 backward of twice the forward), evaluation 1x, so
@@ -21,8 +21,8 @@ when present, each with its source; the H200 figures are stated assumptions unti
 check has run. With ``--measure`` the rate of each distinct architecture is instead timed
 on this machine (:func:`measure_images_per_s`, a few real training steps).
 
-This module imports only facnn.config, facnn.models, facnn.info, torch and the standard
-library (facnn.train lazily, to time and to run steps).
+This module imports only facnn.config, facnn.experiments, facnn.models, facnn.info, torch
+and the standard library (facnn.train lazily, to time and to run steps).
 """
 from __future__ import annotations
 
@@ -37,72 +37,15 @@ import torch
 
 from . import info
 from .checks import check_batch_size
-from .config import (HELDOUT_SWEEP, MINIMAL_LR, Config, apply_overrides, cli_command, lr_sweep,
-                     preset, run_dir, sweep_probes, table1_cells)
+from .config import (Config, apply_overrides, cli_command, lr_sweep, preset, run_dir,
+                     sweep_probes)
+from .experiments import (CHAPTER_MODELS, CHAPTER_OVERRIDES, HELDOUT_SWEEP, IMAGENET, MINIMAL_LR,
+                          PLAN, SEED_OVERRIDES, SEEDS, SWEEP_MODELS)
 from .models import model_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The models whose minimal-recipe learning-rate sweep the book shows.
-SWEEP_MODELS = ("fa-pool", "fa-linear", "vanilla", "resnet18")
-
 # -- the runs the book reads (facnn.book.runs.Runs reads them through run_config) -----------
-
-# Seeds of each Table 1 run (issue: every verdict rests on seeds and intervals). CIFAR-100
-# stays at one seed at profile cpu (its runs cost half an hour each on one core in bf16, an
-# hour in fp32); its answers are then decided only beyond three times the CIFAR-10 seed
-# spread.
-SEEDS: dict[str, dict[str, tuple[int, ...]]] = {
-    "smoke": {"shapes": (0,)},
-    "cpu": {"cifar10": (1, 2, 3), "cifar100": (0,), "imagenet20": (0, 1, 2)},
-    "paper": {"cifar10": (0,), "cifar100": (0,), "imagenet100": (0,)},
-}
-# Config changes of individual seeds. At profile cpu the CIFAR-10 Table 1 runs train in
-# fp32: the CPUs they could use had no native bf16 (emulated, 6-8x slower than fp32), and one
-# precision for every run of a dataset keeps it out of the paired differences. The CIFAR
-# seed-0 runs, trained in the preset's bf16 on CPUs with AVX512-BF16, stay the chapters'
-# models: the attribution chapters (02-06) analyse CIFAR-10 fa-pool seed 0. CIFAR-100's
-# one seed is seed 0 in bf16 for all three models (faster than fp32 where the CPU has
-# AVX512-BF16: make bench), so its differences too compare runs of one precision.
-SEED_OVERRIDES: dict[str, dict[str, dict[int, dict[str, Any]]]] = {
-    "cpu": {"cifar10": {s: {"precision": "fp32"} for s in (1, 2, 3)}},
-}
-
-# Config changes of the chapters' models (a run asked for without a seed: the seed-0 run).
-# At profile cpu the trained linear-head FA-CNN and Vanilla-CNN of chapter 03 (Theorem 2,
-# which holds for any weights) are the seed-0 runs trained at 0.8, before those models' own
-# sweeps chose their Table 1 rates.
-# The ImageNet-20 chapters (06, 07) analyse the best-trained pooling-head run of Table 1's six
-# (seeds 0-2 at its own rate 0.2 and at 0.8): its test accuracy is the highest, so the pictures
-# show the strongest model this profile has; a choice on test images, for pictures only.
-CHAPTER_OVERRIDES: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
-    "cpu": {("cifar10", "fa-linear"): {"lr": 0.8}, ("cifar10", "vanilla"): {"lr": 0.8},
-            ("imagenet20", "fa-pool"): {"lr": 0.8, "seed": 1}},
-}
-# The ImageNet subset of each profile's ImageNet chapter (the paper's photos are ImageNet's)
-IMAGENET = {"smoke": "imagenet20", "cpu": "imagenet20", "paper": "imagenet100"}
-
-_ALL = table1_cells("paper", "cifar10")   # Table 1's rows: (model, recipe), the paper's order
-_CPU10 = [("fa-pool", "minimal"), ("fa-linear", "minimal"), ("vanilla", "minimal"),
-          ("resnet18", "minimal"), ("resnet18", "standard")]
-_FA3 = _CPU10[:3]
-# The runs behind Table 1 at each profile: (dataset, model, recipe). The first dataset is
-# the one the attribution chapters (02-06) use.
-PLAN: dict[str, list[tuple[str, str, str]]] = {
-    "smoke": [("shapes", m, r) for m, r in _CPU10[:4]],
-    # ResNet-50, CIFAR-100's ResNets and ImageNet-20's standard-recipe ResNet-18 are listed so
-    # that plan gives their commands; the claims that need them say "not run" until they are trained
-    "cpu": [("cifar10", m, r) for m, r in _CPU10] + [("cifar10", "resnet50", "minimal")]
-           + [("cifar100", m, r) for m, r in _FA3]
-           + [("cifar100", m, "minimal") for m in ("resnet18", "resnet50")]
-           + [("imagenet20", m, r) for m, r in _CPU10],
-    "paper": [(d, m, r) for d in ("cifar10", "cifar100", "imagenet100") for m, r in _ALL],
-}
-# The models the attribution chapters analyse, by dataset role: the first dataset of PLAN
-# (chapters 02-05 and 08; chapter 03 also the trained linear head and Vanilla-CNN), and the
-# ImageNet subset (chapters 06 and 07).
-CHAPTER_MODELS = {"first": ("fa-pool", "fa-linear", "vanilla"), "imagenet": ("fa-pool",)}
-
 
 def run_config(profile: str, dataset: str, model: str, recipe: str = "minimal",
                seed: int | None = None, **extra: Any) -> Config:

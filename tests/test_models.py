@@ -116,7 +116,8 @@ def test_added_precision_field_keeps_older_hashes():
 
 
 def test_lr_sweep_differs_only_in_lr():
-    from facnn.config import MINIMAL_LR, lr_sweep
+    from facnn.config import lr_sweep
+    from facnn.experiments import MINIMAL_LR
     runs = lr_sweep("cpu")
     assert len(runs) >= 3 and MINIMAL_LR in [c.lr for c in runs]
     dicts = [{k: v for k, v in c.to_dict().items() if k != "lr"} for c in runs]
@@ -135,17 +136,17 @@ def test_each_sweep_keeps_one_precision_and_names_it(profile, model, precision):
 @pytest.mark.parametrize("chosen,model,lr", [({}, "vanilla", 0.8), ({"vanilla": 0.4}, "vanilla", 0.4),
                                              ({"vanilla": 0.4}, "fa-pool", 0.8)])
 def test_a_models_own_sweep_choice_sets_its_table1_rate_only(monkeypatch, chosen, model, lr):
-    from facnn import config as F
-    monkeypatch.setattr(F, "MINIMAL_LR_OF", chosen)
+    from facnn import config as F, experiments as E
+    monkeypatch.setattr(E, "MINIMAL_LR_OF", chosen)
     assert preset("cpu", "cifar10", model).lr == preset("paper", "imagenet100", model).lr == lr
     assert preset("cpu", "cifar10", model, "standard").lr == 0.1    # the standard recipe keeps its own
-    assert [c.lr for c in F.lr_sweep("cpu", model)][:len(F.SWEEP["cpu"]["lrs"])] == list(F.SWEEP["cpu"]["lrs"])
+    assert [c.lr for c in F.lr_sweep("cpu", model)][:len(E.SWEEP["cpu"]["lrs"])] == list(E.SWEEP["cpu"]["lrs"])
 
 
 @pytest.mark.parametrize("model,extended", [("fa-linear", True), ("fa-pool", False), ("vanilla", False)])
 def test_a_sweep_is_extended_only_by_doubling_beyond_the_grid(model, extended):
-    from facnn import config as F
-    grid, lrs = F.SWEEP["cpu"]["lrs"], [c.lr for c in F.lr_sweep("cpu", model)]
+    from facnn import config as F, experiments as E
+    grid, lrs = E.SWEEP["cpu"]["lrs"], [c.lr for c in F.lr_sweep("cpu", model)]
     assert lrs[:len(grid)] == list(grid) and (len(lrs) > len(grid)) == extended
     assert all(b == pytest.approx(2 * a) for a, b in zip(lrs[len(grid) - 1:], lrs[len(grid):]))
 

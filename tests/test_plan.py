@@ -2,11 +2,14 @@
 rebuild exactly their configs."""
 from __future__ import annotations
 
+import ast
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
+import facnn.experiments as E
 import facnn.plan as P
 from facnn import preset
 from facnn.config import lr_sweep, table1_cells
@@ -22,11 +25,11 @@ def paper(tmp_path_factory):
 
 
 def test_paper_plan_is_table1_shared_rate_and_sweep_deduplicated(paper):
-    from facnn.config import MINIMAL_LR
+    from facnn.experiments import MINIMAL_LR
     cells = [(d, m, r) for d in ("cifar10", "cifar100", "imagenet100") for m, r in table1_cells("paper", d)]
     table1 = {preset("paper", d, m, r).hash() for d, m, r in cells}
     shared = {preset("paper", d, m, r, lr=MINIMAL_LR).hash() for d, m, r in cells if r == "minimal"}
-    sweep = {c.hash() for m in P.SWEEP_MODELS for c in lr_sweep("paper", m)}
+    sweep = {c.hash() for m in E.SWEEP_MODELS for c in lr_sweep("paper", m)}
     hashes = [r.config_hash for r in paper.runs]
     assert len(hashes) == len(set(hashes))
     assert set(hashes) == table1 | shared | sweep    # the chapters' models are Table 1's seed 0
@@ -39,16 +42,16 @@ def test_the_plan_lists_exactly_the_runs_the_book_reads(tmp_path, profile):
     runs: Table 1 at each seed, chapter 01's shared-rate answers, the chapters' models, the
     sweeps."""
     from facnn.book.runs import Runs
-    from facnn.config import HELDOUT_SWEEP, MINIMAL_LR
+    from facnn.experiments import HELDOUT_SWEEP, MINIMAL_LR
     runs = Runs(profile, results_dir=tmp_path)
     cells = runs.plan()   # chapter 01: the profile's Table 1 cells
     book = {runs.config(m, r, d, seed=s).hash() for d, m, r in cells for s in runs.seeds(d)}
     book |= {runs.config(m, r, d, seed=s, lr=MINIMAL_LR).hash() for d, m, r in cells
              if r == "minimal" for s in runs.seeds(d)}
     book |= {runs.config(m).hash() for m in ("fa-pool", "fa-linear", "vanilla")}
-    book |= {runs.config("fa-pool", dataset=P.IMAGENET[profile]).hash()}
-    book |= {c.hash() for m in P.SWEEP_MODELS for c in [*runs.sweep_configs(m), *(c for c, _ in runs.probes(m))]}
-    book |= {c.hash() for m in P.SWEEP_MODELS for d in HELDOUT_SWEEP.get(profile, {})
+    book |= {runs.config("fa-pool", dataset=E.IMAGENET[profile]).hash()}
+    book |= {c.hash() for m in E.SWEEP_MODELS for c in [*runs.sweep_configs(m), *(c for c, _ in runs.probes(m))]}
+    book |= {c.hash() for m in E.SWEEP_MODELS for d in HELDOUT_SWEEP.get(profile, {})
              for c in runs.sweep_configs(m, d)}
     planned = {r.config_hash for r in P.make_plan(profile, "cpu-2core", out_dir=tmp_path).runs}
     assert planned == book
@@ -191,3 +194,31 @@ def test_one_count_of_test_images_for_plan_and_book(overrides, n):
     from facnn.book import table1 as T1
     cfg = preset("cpu", overrides.pop("dataset"), **overrides)
     assert P.test_images(cfg) == n and T1.test_size is P.test_images
+
+
+# The tables of what is run and the rates they train at: facnn.experiments holds each, every
+# other module imports it from there
+TABLES = ("TABLE1_CELLS", "_CPU10", "_FA3", "PLAN", "SEEDS", "SEED_OVERRIDES", "IMAGENET",
+          "CHAPTER_MODELS", "CHAPTER_OVERRIDES", "MINIMAL_LR", "MINIMAL_LR_OF", "MINIMAL_LR_ON",
+          "minimal_lr", "SWEEP_MODELS", "SWEEP", "HELDOUT_SWEEP")
+
+
+@lru_cache(maxsize=None)
+def _defined() -> dict[str, set[str]]:
+    """module path -> the names its top level assigns or defines (imports do not count)."""
+    out = {}
+    for path in sorted((ROOT / "facnn").rglob("*.py")):
+        names = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        out[str(path.relative_to(ROOT))] = names
+    return out
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_each_table_of_runs_is_defined_once_in_facnn_experiments(name):
+    assert [m for m, names in _defined().items() if name in names] == ["facnn/experiments.py"]

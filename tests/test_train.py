@@ -88,7 +88,7 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
     other = tiny(tmp_path, epochs=1, lr=0.05)
     (T.run_dir(other)).mkdir(parents=True)
     (T.run_dir(other) / "checkpoint.pt").write_bytes((T.run_dir(cfg) / "checkpoint.pt").read_bytes())
-    from facnn.config import MINIMAL_LR
+    from facnn.experiments import MINIMAL_LR
     with pytest.raises(T.CheckpointError, match=f"written for config .* lr: {MINIMAL_LR} -> 0.05"):
         T.train(other)
 

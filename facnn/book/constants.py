@@ -29,8 +29,8 @@ from .provenance import ROOT
 # how runs are configured, trained and stored (a result's cache key holds the identity of
 # the runs it used; their validation constants change no result), and how the book stores
 # and publishes results
-_NOT_FOLLOWED = {"facnn.config", "facnn.checks", "facnn.fileio", "facnn.train", "facnn.plan",
-                 "facnn.info", "facnn.pack", "facnn.book.cache", "facnn.book.constants",
+_NOT_FOLLOWED = {"facnn.config", "facnn.experiments", "facnn.checks", "facnn.fileio", "facnn.train",
+                 "facnn.plan", "facnn.info", "facnn.pack", "facnn.book.cache", "facnn.book.constants",
                  "facnn.book.provenance", "facnn.book.pipeline", "facnn.book.publish"}
 
 

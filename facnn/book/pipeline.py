@@ -261,7 +261,8 @@ def accuracies_here(runs) -> list[str]:
 def seeds_line(runs) -> str:
     """What the seeds of Table 1 are at this profile and how many of those runs finished,
     per dataset (the landing page's scale box)."""
-    from .runs import DATASET_NAMES, PLAN
+    from ..experiments import PLAN
+    from .runs import DATASET_NAMES
     parts = []
     for d in runs.datasets():
         by_seed = runs.by_seed([r for r in PLAN[runs.profile] if r[0] == d])

@@ -19,9 +19,10 @@ import pandas as pd
 from .. import data as D
 from ..fileio import read_jsonl
 from ..config import Config, cli_command, preset, run_dir
-# the runs the book reads live in facnn.plan (the plan command lists exactly these)
-from ..plan import (CHAPTER_OVERRIDES, IMAGENET, PLAN, SEED_OVERRIDES, SEEDS, SWEEP_MODELS,
-                    run_config)
+# the runs the book reads are facnn.experiments' (the plan command lists exactly these)
+from ..experiments import (CHAPTER_OVERRIDES, IMAGENET, PLAN, SEED_OVERRIDES, SEEDS,
+                           SWEEP_MODELS)
+from ..plan import run_config
 from .provenance import MissingResult, Provenance, git_commit, now, relative, resolve
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet100": "ImageNet-100",
@@ -208,7 +209,7 @@ class Runs:
         return out
 
     def sweep_configs(self, model: str = "fa-pool", dataset: str | None = None) -> list[Config]:
-        """The profile's learning-rate sweep of ``model`` (facnn.config.SWEEP), or with
+        """The profile's learning-rate sweep of ``model`` (facnn.experiments.SWEEP), or with
         ``dataset`` that dataset's held-out sweep (HELDOUT_SWEEP), in this store's folders."""
         from ..config import lr_sweep
         return self._in_store(lr_sweep(self.profile, model, dataset))
