@@ -686,12 +686,7 @@ def test_reliability_page_shows_every_category():
 
 # Committed cache entries known to be stale, each with what replaces it. The list may only
 # shrink: the test fails when an entry on it is fresh again (remove it) or gone.
-KNOWN_STALE = {
-    # facnn.models changed after it was computed (ResNet widths, not the FA-CNN it analyses),
-    # and it analyses the 10-epoch ImageNet-20 model that the 30-epoch one replaces (issue 26,
-    # item 6): recomputed then, about 2 h of one thread
-    "in_removal-bf3fbb464c",
-}
+KNOWN_STALE: set[str] = set()
 
 
 def test_no_committed_cached_result_is_stale_against_the_code():
