@@ -714,8 +714,8 @@ def test_the_landing_synthesis_says_what_holds_fails_and_why_the_rest_is_undecid
         _claim("e", "Figure 4", "imagenet20", "not run", "budget"),
         _claim("f", "Figure 4", "imagenet20", "holds", counted=False)]}   # an extension: not counted
     md = C.synthesis_md(doc, {"cifar10": "CIFAR-10"}, ["CIFAR-10 68.75 % (93.13 %)"])
-    assert md.startswith("**Of the 5 claims of the paper this build checks at profile `cpu`, 1 hold, 1 fail, "
-                         "2 cannot be decided at this scale and 1 are not run yet.**")
+    assert md.startswith("**Of the 5 claims of the paper this build checks at profile `cpu`, 1 holds, 1 fails, "
+                         "2 cannot be decided at this scale and 1 is not run yet.**")
     assert "- **Holds:** Theorem 1 on CIFAR-10." in md and "- **Fails:** Table 1 on CIFAR-10 (1 of 3)." in md
     assert ("- **Undecided:** Table 1 on CIFAR-10 (2 of 3); because of models still improving when training "
             "stopped, answers that flip with the learning rate.") in md

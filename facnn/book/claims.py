@@ -200,9 +200,13 @@ def synthesis_md(doc: Mapping[str, Any], names: Mapping[str, str] | None = None,
                 if key in (c.get("reason") or ""):
                     why[words] = why.get(words, 0) + 1
     because = ", ".join(w for w, _ in sorted(why.items(), key=lambda kv: -kv[1])) or "see each reason"
+    def verb(k: int, one: str, many: str) -> str:
+        return f"{k} {one if k == 1 else many}"
+
     lines = [f"**Of the {len(claims)} claims of the paper this build checks at profile "
-             f"`{doc['profile']}`, {n['holds']} hold, {n['fails']} fail, {n['inconclusive']} "
-             f"cannot be decided at this scale and {n['not run']} are not run yet.**",
+             f"`{doc['profile']}`, {verb(n['holds'], 'holds', 'hold')}, {verb(n['fails'], 'fails', 'fail')}, "
+             f"{n['inconclusive']} cannot be decided at this scale and "
+             f"{verb(n['not run'], 'is not run yet', 'are not run yet')}.**",
              f"**Holds:** {groups('holds')}.", f"**Fails:** {groups('fails')}.",
              f"**Undecided:** {groups('inconclusive')}; because of {because}."]
     if accuracies:
