@@ -64,7 +64,8 @@ def train_argv(cfg, device: str, data_root: str) -> list[str]:
     from facnn.config import cli_command
     argv = shlex.split(cli_command(cfg))[3:]          # drop "python -m facnn"
     where = [f"device={device}", f"data_root={data_root}", "progress=false"]
-    where += [] if any(a.startswith("out_dir=") for a in argv) else [f"out_dir={cfg.out_dir}"]
+    if cfg.out_dir != "results" and not any(a.startswith("out_dir=") for a in argv):
+        where.append(f"out_dir={cfg.out_dir}")
     if "--set" in argv:
         i = argv.index("--set") + 1
         while i < len(argv) and not argv[i].startswith("--"):
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--dataset", default="imagenet20")
     ap.add_argument("--data-root", default="data")
-    ap.add_argument("--results", type=Path, default=ROOT / "results", help="the runs' out_dir")
+    ap.add_argument("--results", type=Path, default=Path("results"),
+                    help="the runs' out_dir, relative to the checkout (as the plan's commands)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--parallel", type=int, default=8, help="trainings at once")
@@ -114,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"facnn-gpu-runs-{os.getpid()}"
     logs.mkdir(parents=True, exist_ok=True)
-    todo = missing_runs(args.profile, args.dataset, args.results.resolve())[:args.limit]
+    # the runs and this script see paths from the checkout, so a relative out_dir (the
+    # default) stays relative in every config.json and summary.json they write
+    args.out = args.out.resolve()
+    os.chdir(ROOT)
+    todo = missing_runs(args.profile, args.dataset, args.results)[:args.limit]
     runs = [{"kind": kind, "command": "python -m facnn " + shlex.join(train_argv(cfg, args.device, args.data_root)),
              "run_dir": str(run_dir(cfg)), "status": "queued"} for kind, cfg in todo]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1",

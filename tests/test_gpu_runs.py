@@ -108,3 +108,14 @@ def test_deadline_stops_a_run_with_its_checkpoint(tmp_path):
         with tarfile.open(out / "runs-1.tar") as t:
             assert f"{folder.name}/checkpoint.pt" in t.getnames()
     assert "interrupted" in (out / "gpu_runs.log").read_text()
+
+
+def test_no_tracked_file_holds_the_checkouts_absolute_path():
+    """Run folders keep relative out_dir/data_root (not hashed, but shown to readers and
+    shipped in clones): a machine path in a committed config, summary or weights file is a bug."""
+    import subprocess
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                             check=True).stdout.decode().split("\0")
+    needle = str(ROOT).encode()
+    hits = [f for f in tracked if f and (ROOT / f).is_file() and needle in (ROOT / f).read_bytes()]
+    assert hits == []
