@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence, Union
 
 import torch
@@ -358,11 +359,28 @@ def random_maps(model: nn.Module, x: Tensor, classes=None, seed: int = 0) -> Ten
 
 # -- registry ------------------------------------------------------------------------------------
 
-METHODS: dict[str, Callable[..., Tensor]] = {
-    "fa-cnn": class_maps, "grad-cam": grad_cam, "rise": rise, "k-occ": k_occlusion,
-    "random": random_maps,
+@dataclass(frozen=True)
+class Method:
+    """One attribution method of Figure 4: adding a method is one entry of METHODS."""
+    fn: Callable[..., Tensor]     # (model, x, classes=..., **kw) -> (B, C_sel, h, w)
+    label: str                    # as the paper writes it
+    layered: bool = False         # reads the FA-CNN layer L (``layer=``)
+    seeded: bool = False          # each seed draws other maps (RAND: one curve per seed)
+    can_be_negative: bool = False
+    expensive: bool = False       # many forward passes per image: worth storing its maps
+
+
+# FA-CNN's class maps are means of ReLU outputs and Grad-CAM ends in a ReLU (relu=True, the
+# benchmark's setting); RISE is a probability-weighted mean of masks in [0, 1]; K-OCC's drops
+# of the class score when a window is occluded take both signs.
+METHODS: dict[str, Method] = {
+    "fa-cnn": Method(class_maps, "FA-CNN", layered=True),
+    "grad-cam": Method(grad_cam, "Grad-CAM", layered=True),
+    "rise": Method(rise, "RISE", expensive=True),
+    "k-occ": Method(k_occlusion, "K-OCC", can_be_negative=True, expensive=True),
+    "random": Method(random_maps, "RAND", seeded=True),
 }
-LAYERED = {"fa-cnn", "grad-cam"}
+LAYERED = {name for name, m in METHODS.items() if m.layered}
 
 
 def attribute(method: str, model: nn.Module, x: Tensor, classes=None, layer: Layer = None,
@@ -370,6 +388,6 @@ def attribute(method: str, model: nn.Module, x: Tensor, classes=None, layer: Lay
     """Raw maps of ``method`` (a key of METHODS); ``layer`` only reaches layered methods."""
     check_choice("attribution method", method, METHODS)
     check_model(model)
-    if method in LAYERED:
+    if METHODS[method].layered:
         kw["layer"] = layer
-    return METHODS[method](model, x, classes=classes, **kw)
+    return METHODS[method].fn(model, x, classes=classes, **kw)

@@ -29,9 +29,13 @@ a curve of F fractions over B images takes ceil(F * B / batch_size) forward pass
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import math
+import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -41,6 +45,7 @@ import torch
 import torch.nn.functional as F_
 from torch import Tensor
 
+from . import attribution as A
 from .checks import (check_batch_size, check_choice, check_columns, check_float, check_images,
                      check_int, check_labels, check_model, check_tensor)
 from .fileio import read_json
@@ -50,7 +55,7 @@ ORDERS = ("lerf", "morf")
 FILLS = ("mean", "blur", "zero")
 TIE_BREAKS = ("random", "raster")
 FRACTIONS = tuple(round(0.1 * i, 1) for i in range(11))   # 0, 0.1, ..., 1.0
-METHODS = ("fa-cnn", "grad-cam", "rise", "k-occ", "random")
+METHODS = tuple(A.METHODS)
 _TIE_SEED = 20260325                                       # fixed: ties never depend on the run
 
 
@@ -348,33 +353,94 @@ def _select_images(dataset, n_images: int | None, seed: int) -> Tensor:
 
 
 def compute_maps(method: str, model, x: Tensor, classes: Tensor, layer: int | None,
-                 batch: int = 100, bar=None, **kw) -> Tensor:
+                 batch: int = 100, bar=None, store: str | Path | None = None, **kw) -> Tensor:
     """One map per image for its class, via facnn.attribution, in chunks of ``batch``
     images. x (B, 3, H, W) -> (B, 1, h, w) on the CPU. RAND runs on the whole batch at once:
-    its seeded draw would otherwise repeat itself in every chunk."""
-    from .attribution import METHODS as REGISTRY, attribute
-    check_choice("method", method, REGISTRY)
+    its seeded draw would otherwise repeat itself in every chunk.
+
+    ``store``: a folder where the chunks of an expensive method (RISE, K-OCC) are kept, each
+    under a hash of everything it depends on (see :func:`map_key`), so a later call with the
+    same inputs loads them instead of recomputing, and a killed run loses one chunk."""
+    check_choice("method", method, A.METHODS)
     check_model(model)
     check_images(x)
     check_labels(classes, len(x), getattr(model, "num_classes", None), name="classes")
     batch = check_int("batch", batch, 1)
-    if method == "random":
+    if A.METHODS[method].seeded:
         batch = len(x)
+    folder = Path(store) / method if store is not None and A.METHODS[method].expensive else None
+    weights = _state_hash(model) if folder else ""
     out = []
     for s in range(0, len(x), batch):
-        m = attribute(method, model, x[s:s + batch], classes=classes[s:s + batch], layer=layer, **kw)
-        out.append(m.detach().float().cpu())
+        xs, cs = x[s:s + batch], classes[s:s + batch]
+        path = folder / f"{map_key(method, weights, xs, cs, layer, kw)}.pt" if folder else None
+        m = _load_maps(path) if path else None
+        if m is None:
+            m = A.attribute(method, model, xs, classes=cs, layer=layer, **kw).detach().float().cpu()
+            if path:
+                _save_maps(path, m)
+        out.append(m)
         if bar is not None:
             bar.update(1)
     return torch.cat(out)
 
 
+# -- the maps store -------------------------------------------------------------------------------
+
+def _state_hash(model) -> str:
+    """sha256 of the model's parameters and buffers (names, shapes, values)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode() + str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _code_hash() -> str:
+    """sha256 of the code that computes a map (the methods, the models, the layers; parsed,
+    so comments do not count): a change to it makes every stored map unreachable."""
+    import ast
+    from . import layers, models
+    return hashlib.sha256("".join(ast.dump(ast.parse(inspect.getsource(m))) for m in (A, models, layers))
+                          .encode()).hexdigest()
+
+
+def map_key(method: str, weights: str, x: Tensor, classes: Tensor, layer: int | None,
+            kw: Mapping[str, Any]) -> str:
+    """The identity of one chunk of maps: method, its arguments, layer, the model's weights,
+    the exact input images and classes, the code, torch's version and the device type (a
+    GPU's maps differ from a CPU's in the last bits)."""
+    h = hashlib.sha256(json.dumps([method, layer, dict(kw), weights, _code_hash(), torch.__version__,
+                                   x.device.type], sort_keys=True, default=str).encode())
+    for t in (x, classes):
+        h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def _load_maps(path: Path) -> Tensor | None:
+    """A stored chunk, or None when it is absent or unreadable (then it is recomputed)."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:   # a damaged file: recompute it rather than fail
+        return None
+
+
+def _save_maps(path: Path, maps: Tensor) -> None:
+    """Write by rename, so a killed run never leaves a half-written chunk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    torch.save(maps, tmp)
+    os.replace(tmp, path)
+
+
 def _variants(method: str, layers: Sequence[int | None], rand_seeds: Sequence[int]):
     """(layer, seed) of every map set a method contributes."""
-    from .attribution import LAYERED
-    if method in LAYERED:
+    if A.METHODS[method].layered:
         return [(layer, None) for layer in layers]
-    if method == "random":
+    if A.METHODS[method].seeded:
         return [(None, s) for s in rand_seeds]
     return [(None, None)]
 
@@ -388,7 +454,7 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
                   target: str = "label", batch_size: int | None = None, map_batch: int = 100,
                   blur_sigma: float | None = None, device: str | torch.device = "cpu",
                   progress: bool = True, clip_negative: Sequence[str] = (),
-                  keep_correct: bool = False) -> BenchmarkResult:
+                  keep_correct: bool = False, maps_dir: str | Path | None = None) -> BenchmarkResult:
     """Figure 4: pixel-removal curves for every method, layer and order on one model.
 
     Args:
@@ -410,6 +476,8 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
             accuracy at small removal fractions.
         keep_correct: keep each curve's per-image correctness (fractions x images, bool)
             in ``result.correct`` (for bootstrap intervals over images).
+        maps_dir: where RISE's and K-OCC's maps are stored and reused (see
+            :func:`compute_maps`): then a change to the curves costs minutes, not hours.
 
     Maps are computed once per (method, layer, seed) and reused for every order.
     """
@@ -424,10 +492,9 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
         _check_choice("order", o, ORDERS)
     _check_choice("fill", fill, FILLS)
     f = check_fractions(fractions)
-    from .attribution import METHODS as REGISTRY
-    unknown = [m for m in methods if m not in REGISTRY]
+    unknown = [m for m in methods if m not in A.METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(REGISTRY)}")
+        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(A.METHODS)}")
     method_kwargs = {k: dict(v) for k, v in (method_kwargs or {}).items()}
     layers = list(layers) if layers is not None else default_layers(model)
     model = model.to(device).eval()
@@ -444,12 +511,12 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
     for method in methods:
         t_maps, t_curves, kw = 0.0, 0.0, method_kwargs.get(method, {})
         variants = _variants(method, layers, rand_seeds)
-        chunks = 1 if method == "random" else math.ceil(len(x) / map_batch)   # see compute_maps
+        chunks = 1 if A.METHODS[method].seeded else math.ceil(len(x) / map_batch)   # see compute_maps
         bar = _bar(method, len(variants) * (chunks + len(orders)), progress)
         for layer, s in variants:
             t0 = time.perf_counter()
             extra = {"seed": s} if s is not None else {}
-            maps = compute_maps(method, model, x, classes, layer, map_batch, bar, **{**kw, **extra})
+            maps = compute_maps(method, model, x, classes, layer, map_batch, bar, maps_dir, **{**kw, **extra})
             t_maps += time.perf_counter() - t0
             for order in orders:
                 t0 = time.perf_counter()

@@ -376,6 +376,77 @@ def test_benchmark_computes_each_map_set_once(small_benchmark):
     assert sets.to_dict() == want
 
 
+# -- the maps store: RISE's and K-OCC's maps kept between runs ---------------------------------
+
+def _store_inputs(trained_smoke, shapes_test, n=6):
+    _, model = trained_smoke
+    model.eval()
+    return model, shapes_test.normalised(torch.arange(n)), shapes_test.labels[:n]
+
+
+def test_stored_maps_are_reused_not_recomputed(trained_smoke, shapes_test, tmp_path, monkeypatch):
+    import dataclasses
+    import facnn.attribution as A
+    model, x, y = _store_inputs(trained_smoke, shapes_test)
+    first = R.compute_maps("rise", model, x, y, None, batch=4, store=tmp_path, n_masks=20)
+    assert len(list((tmp_path / "rise").glob("*.pt"))) == 2          # one file per chunk
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed a stored map")
+    monkeypatch.setitem(A.METHODS, "rise", dataclasses.replace(A.METHODS["rise"], fn=boom))
+    again = R.compute_maps("rise", model, x, y, None, batch=4, store=tmp_path, n_masks=20)
+    assert torch.equal(first, again)
+    with pytest.raises(AssertionError, match="recomputed"):   # other masks: not the stored maps
+        R.compute_maps("rise", model, x, y, None, batch=4, store=tmp_path, n_masks=21)
+
+
+def test_cheap_methods_are_not_stored(trained_smoke, shapes_test, tmp_path):
+    model, x, y = _store_inputs(trained_smoke, shapes_test)
+    for method in ("fa-cnn", "grad-cam", "random"):
+        R.compute_maps(method, model, x, y, None, batch=4, store=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_damaged_stored_chunk_is_recomputed(trained_smoke, shapes_test, tmp_path):
+    model, x, y = _store_inputs(trained_smoke, shapes_test)
+    first = R.compute_maps("k-occ", model, x, y, None, batch=6, store=tmp_path, window=8)
+    (chunk,) = (tmp_path / "k-occ").glob("*.pt")
+    chunk.write_bytes(b"half a file")
+    assert torch.equal(R.compute_maps("k-occ", model, x, y, None, batch=6, store=tmp_path, window=8), first)
+    assert torch.equal(torch.load(chunk, weights_only=True), first)   # and rewritten
+
+
+# (what changes between two chunks) -> their keys differ
+KEY_CHANGES = {
+    "method": lambda k: dict(k, method="k-occ"),
+    "weights": lambda k: dict(k, weights="0" * 64),
+    "one pixel": lambda k: dict(k, x=k["x"].clone().index_put_((torch.tensor(0),) * 4, torch.tensor(9.0))),
+    "a class": lambda k: dict(k, classes=k["classes"].flip(0)),
+    "the layer": lambda k: dict(k, layer=3),
+    "an argument": lambda k: dict(k, kw={"n_masks": 21}),
+}
+
+
+@pytest.mark.parametrize("change", KEY_CHANGES)
+def test_a_stored_chunk_is_keyed_by_everything_it_depends_on(change):
+    base = dict(method="rise", weights="f" * 64, x=torch.randn(2, 3, 8, 8), classes=torch.tensor([0, 1]),
+                layer=None, kw={"n_masks": 20})
+    assert R.map_key(**base) == R.map_key(**dict(base, x=base["x"].clone()))
+    assert R.map_key(**KEY_CHANGES[change](base)) != R.map_key(**base)
+
+
+def test_benchmark_with_a_maps_store_gives_the_same_curves(small_benchmark, trained_smoke, shapes_test,
+                                                           tmp_path):
+    res, _ = small_benchmark
+    _, model = trained_smoke
+    kw = dict(methods=("rise", "k-occ"), fractions=[0, 0.5, 1], n_images=24, seed=5,
+              method_kwargs=CHEAP, map_batch=16, progress=False, maps_dir=tmp_path)
+    for _ in range(2):   # computed and stored, then loaded
+        got = R.run_benchmark(model, shapes_test, **kw).table
+        want = res.table[res.table["method"].isin(["rise", "k-occ"])].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), want)
+
+
 def test_benchmark_plots(small_benchmark, tmp_path):
     """The book stores a benchmark in its analysis cache (facnn.book.cache); the figure
     draws from the result and from its table read back from a file."""

@@ -106,5 +106,13 @@ class Chapter:
         """Write this chapter's claims (the build merges every chapter's into claims.json)."""
         C.record(self.runs.results_dir, self.profile, self.name, self.claims)
 
+    @property
+    def maps_dir(self):
+        """Where this profile's expensive saliency maps (RISE, K-OCC) are kept between runs
+        (git-ignored: hundreds of MB at profile cpu), so FRESH=1 after a change to the
+        curves' code recomputes curves, not maps."""
+        from pathlib import Path
+        return Path(self.runs.results_dir) / self.profile / "maps"
+
     def minutes(self) -> float | None:
         return self.cache.compute_minutes()

@@ -222,63 +222,49 @@ def removal_study(model, test: D.ArrayDataset, n_images: int, rise_masks: int, s
                   methods: Sequence[str] | None = None, orders: Sequence[str] = ("lerf", "morf"),
                   fractions: Sequence[float] | None = None,
                   kocc_window: int | None = None, n_boot: int = 200,
-                  progress: bool = False) -> dict[str, Any]:
+                  progress: bool = False, maps_dir: str | Path | None = None) -> dict[str, Any]:
     """Figure 4: removal curves for every method at the last and an intermediate layer,
-    both orders, plus LeRF with RISE's and K-OCC's maps clipped at zero (the paper's
-    negative-attribution explanation); the AUC table, timings, settings, and a bootstrap
-    over images (``n_boot`` resamples) of every AUC and of every statement of the paper's
-    reading (the share of resamples in which it holds). ``progress``: a bar per method."""
+    both orders, plus LeRF with the maps that can be negative clipped at zero (the paper's
+    negative-attribution explanation); the AUC table, timings, settings, each curve's
+    per-image outcomes (facnn.book.figure4 reads the paper's statements from them) and a
+    bootstrap over images (``n_boot`` resamples) of every AUC. ``progress``: a bar per
+    method; ``maps_dir``: where RISE's and K-OCC's maps are kept and reused."""
     from .. import removal as Rm
-    res = Rm.run_benchmark(model, test, methods=tuple(methods or Rm.METHODS),
+    methods = tuple(methods or Rm.METHODS)
+    res = Rm.run_benchmark(model, test, methods=methods,
                            fractions=tuple(fractions or Rm.FRACTIONS), orders=tuple(orders),
                            n_images=n_images, seed=seed,
                            method_kwargs={"rise": {"n_masks": rise_masks},
                                           "k-occ": {"window": kocc_window}}, progress=progress,
-                           clip_negative=("rise", "k-occ"), keep_correct=True)
+                           clip_negative=clipped_methods(methods), keep_correct=True,
+                           maps_dir=maps_dir)
     meta = {k: v for k, v in res.meta.items() if k != "indices"}
     keys = sorted(res.correct, key=str)
     curve_keys = pd.DataFrame([dict(method=m, layer=l, order=o, seed=s) for m, l, o, s in keys])
     correct = np.stack([res.correct[k] for k in keys]).astype(bool)      # (curves, F, n)
     fr = np.asarray(meta["fractions"], float)
-    boot = bootstrap_figure4(curve_keys, correct, fr, n_boot, seed)
     return dict(curves=res.table, auc=res.auc, timing=res.timing, meta=meta,
                 indices=np.asarray(res.meta["indices"]), curve_keys=curve_keys, correct=correct,
-                **boot)
+                auc_boot=bootstrap_auc(curve_keys, correct, fr, n_boot, seed), n_boot=n_boot)
 
 
-def _curves_from(curve_keys: pd.DataFrame, acc: np.ndarray, fractions: np.ndarray) -> pd.DataFrame:
-    """A curves table (method, layer, order, fraction, accuracy) from per-curve accuracies
-    (curves, F); RAND's seeds averaged."""
-    rows = []
-    for (m, l, o, s), a in zip(curve_keys.itertuples(index=False), acc):
-        rows += [dict(method=m, layer=l, order=o, seed=s, fraction=float(f), accuracy=float(v))
-                 for f, v in zip(fractions, a)]
-    t = pd.DataFrame(rows)
-    t["layer"] = pd.array([None if pd.isna(v) else int(v) for v in t["layer"]], dtype="Int64")
-    return (t.groupby(["method", "layer", "order", "fraction"], dropna=False, sort=False)["accuracy"]
-            .mean().reset_index())
+def clipped_methods(methods: Sequence[str]) -> list[str]:
+    """The methods whose maps are also run clipped at zero: those that can be negative."""
+    return [m for m in methods if A.METHODS[m].can_be_negative]
 
 
-def bootstrap_figure4(curve_keys: pd.DataFrame, correct: np.ndarray, fractions: np.ndarray,
-                      n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
-    """Resample the benchmark's images with replacement ``n_boot`` times: the 95 % interval
-    of each curve's AUC, and for each statement of the paper's reading the share of
-    resamples in which it holds (its support). Images are the unit of resampling because
-    the curves of all methods share them."""
+def bootstrap_auc(curve_keys: pd.DataFrame, correct: np.ndarray, fractions: np.ndarray,
+                  n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Resample the benchmark's images with replacement ``n_boot`` times (the same images
+    for every curve, since all methods share them): the 95 % interval of each curve's AUC.
+    One row per (method, layer, order); RAND's seeds averaged."""
     rng = np.random.default_rng(seed)
     n = correct.shape[2]
-    aucs, support = [], []
-    for _ in range(n_boot):
-        pick_ = rng.integers(0, n, n)
-        acc = correct[:, :, pick_].mean(2)
-        aucs.append(np.trapezoid(acc, fractions, axis=1))
-        r = figure4_reading(_curves_from(curve_keys, acc, fractions))
-        support.append((r["holds"] == "yes").to_numpy(float))
-    aucs, support = np.asarray(aucs), np.asarray(support)
+    aucs = np.asarray([np.trapezoid(correct[:, :, rng.integers(0, n, n)].mean(2), fractions, axis=1)
+                       for _ in range(n_boot)])
     keys = curve_keys.assign(auc_lo=np.percentile(aucs, 2.5, axis=0),
                              auc_hi=np.percentile(aucs, 97.5, axis=0))
-    keys = keys.groupby(["method", "layer", "order"], dropna=False, sort=False)[["auc_lo", "auc_hi"]].mean().reset_index()
-    return dict(auc_boot=keys, statement_support=support.mean(0), n_boot=n_boot)
+    return keys.groupby(["method", "layer", "order"], dropna=False, sort=False)[["auc_lo", "auc_hi"]].mean().reset_index()
 
 
 def statement_verdict(holds: str, support: float) -> str:
@@ -297,37 +283,6 @@ def _curve(t: pd.DataFrame, method: str, order: str, layer: int | None) -> pd.Se
     rows = t[(t["method"] == method) & (t["order"] == order)]
     rows = rows[rows["layer"] == layer] if layer is not None else rows[rows["layer"].isna()]
     return rows.set_index("fraction")["accuracy"].sort_index()
-
-
-def figure4_reading(curves: pd.DataFrame) -> pd.DataFrame:
-    """The paper's reading of Figure 4, statement by statement, checked on our curves in
-    each removal order. "Better" means higher accuracy for LeRF (least relevant removed
-    first: a faithful map keeps the evidence) and lower for MoRF (most relevant first: a
-    faithful map destroys it). A statement that needs a method we did not run reads n/a.
-
-    This is the reading the cached benchmarks were computed with (their fingerprint covers
-    it and _STATEMENTS), kept so they stay current; the book's verdicts are the strict
-    reading of facnn.book.figure4, on the same per-image outcomes."""
-    layers = sorted({int(v) for v in curves["layer"].dropna()}, reverse=True)
-    last, mid = layers[0], (layers[1] if len(layers) > 1 else None)
-    rows = []
-    for order in ("lerf", "morf"):
-        if order not in set(curves["order"]):
-            continue
-        sign = 1 if order == "lerf" else -1
-        c = {m: _curve(curves, m, order, last if m in A.LAYERED else None)
-             for m in ("fa-cnn", "grad-cam", "rise", "k-occ", "random")}
-        cm = {m: _curve(curves, m, order, mid) for m in ("fa-cnn", "grad-cam")} if mid else {}
-        for m in ("rise+clip", "k-occ+clip"):
-            c[m] = _curve(curves, m, order, None)
-        for text, fn in _STATEMENTS:
-            try:
-                ours, holds = fn(c, cm, sign)
-            except (KeyError, ValueError, IndexError):
-                ours, holds = "n/a (method or layer not run)", None
-            rows.append({"order": order.upper(), "the paper says": text, "ours": ours,
-                         "holds": "n/a" if holds is None else ("yes" if holds else "no")})
-    return pd.DataFrame(rows)
 
 
 def auc_pivot(auc: pd.DataFrame) -> pd.DataFrame:
@@ -354,67 +309,6 @@ def auc_table(values: dict[str, Any]) -> pd.DataFrame:
     return auc
 
 
-def _band(s: pd.Series, lo: float, hi: float) -> float:
-    v = s[(s.index > lo - 1e-9) & (s.index <= hi + 1e-9)]
-    if not len(v):
-        raise ValueError("no fractions in band")
-    return float(v.mean())
-
-
-def _auc(s: pd.Series) -> float:
-    return float(np.trapezoid(s.to_numpy(float), s.index.to_numpy(float)))
-
-
-def _s_layers(c, cm, sign):
-    a = {m: _auc(c[m]) for m in ("fa-cnn", "grad-cam")}
-    b = {m: _auc(cm[m]) for m in ("fa-cnn", "grad-cam")}
-    txt = ", ".join(f"{m} AUC {a[m]:.3f} (last) vs {b[m]:.3f} (intermediate)" for m in a)
-    return txt, all(sign * (a[m] - b[m]) > 0 for m in a)
-
-
-def _s_random(c, cm, sign):
-    r = _auc(c["random"])
-    a = {m: _auc(c[m]) for m in ("fa-cnn", "grad-cam", "rise", "k-occ")}
-    return (", ".join(f"{m} {v:.3f}" for m, v in a.items()) + f"; random {r:.3f}",
-            all(sign * (v - r) > 0 for v in a.values()))
-
-
-def _s_low(c, cm, sign):
-    pert = max(sign * _band(c[m], 0.01, 0.2) for m in ("rise", "k-occ"))
-    ours = max(sign * _band(c[m], 0.01, 0.2) for m in ("fa-cnn", "grad-cam"))
-    return (f"best of RISE/K-OCC {sign * pert:.3f}, best of FA-CNN/Grad-CAM {sign * ours:.3f}"
-            " (mean accuracy, 10-20 % removed)", pert > ours)
-
-
-def _s_raise(c, cm, sign):
-    gain = {m: float(c[m][(c[m].index > 0) & (c[m].index <= 0.2 + 1e-9)].max() - c[m].iloc[0])
-            for m in ("rise", "k-occ")}
-    return (", ".join(f"{m} best gain {100 * g:+.1f} points" for m, g in gain.items()),
-            any(g > 0 for g in gain.values()))
-
-
-def _s_no_raise(c, cm, sign):
-    gain = {m: float(c[m][(c[m].index > 0) & (c[m].index <= 0.2 + 1e-9)].max() - c[m].iloc[0])
-            for m in ("fa-cnn", "grad-cam")}
-    return (", ".join(f"{m} best gain {100 * g:+.1f} points" for m, g in gain.items()),
-            all(g <= 0 for g in gain.values()))
-
-
-def _s_mid(c, cm, sign, tol: float = 0.05):
-    ours = {m: _band(c[m], 0.4, 0.6) for m in ("fa-cnn", "grad-cam")}
-    pert = {m: _band(c[m], 0.4, 0.6) for m in ("rise", "k-occ")}
-    gap = max(abs(a - b) for a in ours.values() for b in pert.values())
-    return (", ".join(f"{m} {v:.3f}" for m, v in {**ours, **pert}.items())
-            + f" (mean accuracy, 40-60 %); largest gap {gap:.3f}", gap <= tol)
-
-
-def _s_high(c, cm, sign):
-    ours = {m: _band(c[m], 0.6, 0.95) for m in ("fa-cnn", "grad-cam")}
-    k = _band(c["k-occ"], 0.6, 0.95)
-    return (", ".join(f"{m} {v:.3f}" for m, v in ours.items()) + f", k-occ {k:.3f} "
-            "(mean accuracy, 60-90 % removed)", all(sign * (v - k) > 0 for v in ours.values()))
-
-
 def _gain(s: pd.Series) -> float:
     """Largest accuracy gain over the clean image at 10-20 % removed (points of accuracy)."""
     return float(s[(s.index > 0) & (s.index <= 0.2 + 1e-9)].max() - s.iloc[0])
@@ -429,24 +323,8 @@ def _s_negative(c, cm, sign):
     return txt, all(_gain(c[m + "+clip"]) <= 0 for m in rising)
 
 
-_STATEMENTS = [
-    ("FA-CNN and Grad-CAM do better at the last layer than at the intermediate one", _s_layers),
-    ("All methods do better than random removal", _s_random),
-    ("At 0-20 % removed, RISE and K-OCC do best", _s_low),
-    ("RISE or K-OCC raise accuracy when a few pixels are removed", _s_raise),
-    ("FA-CNN and Grad-CAM do not raise accuracy at low removal", _s_no_raise),
-    ("At 40-60 %, FA-CNN and Grad-CAM are close to RISE and K-OCC (within 0.05)", _s_mid),
-    ("From 60 % removed on, FA-CNN and Grad-CAM do better than K-OCC", _s_high),
-    ("Negative attributions explain the rise: with RISE/K-OCC maps clipped at 0 it disappears",
-     _s_negative),
-]
-
-
-# Whether each method's maps can be negative, as facnn.attribution computes them: FA-CNN's
-# class maps are means of ReLU outputs, Grad-CAM ends in a ReLU (relu=True, the benchmark's
-# setting), RISE is a probability-weighted mean of masks in [0, 1]; K-OCC's drops in the
-# class score when a window is occluded take both signs.
-CAN_BE_NEGATIVE = {"fa-cnn": False, "grad-cam": False, "rise": False, "k-occ": True}
+# whether each method's maps can be negative (facnn.attribution.METHODS), RAND aside
+CAN_BE_NEGATIVE = {name: m.can_be_negative for name, m in A.METHODS.items() if not m.seeded}
 
 
 def negative_note(curves: pd.DataFrame) -> str:

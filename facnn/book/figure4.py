@@ -293,7 +293,7 @@ def bootstrap_support(curve_keys: pd.DataFrame, correct: np.ndarray, fractions: 
                       n_boot: int = 200, seed: int = 0) -> np.ndarray:
     """The share of ``n_boot`` resamples of the images (with replacement, the same images
     for every curve: paired; a new draw each round) in which each row of ``reading`` holds.
-    The draws are those of chapters.bootstrap_figure4 with the same seed."""
+    The draws are those of chapters.bootstrap_auc with the same seed."""
     rng = np.random.default_rng(seed)
     n = correct.shape[2]
     hits = []
