@@ -36,7 +36,6 @@ IMAGE_SIZE = {"imagenet100": 224, "imagenet20": 84}
 # so a run resumes on another device or from another data folder.
 _NOT_HASHED = {"device", "data_root", "out_dir", "download", "progress", "num_workers",
                "save_every_s", "compile"}
-_ADDED_LATER = {"precision": "auto", "loader": "auto", "holdout": 0}
 
 
 @dataclass
@@ -107,10 +106,6 @@ class Config:
     def hash(self) -> str:
         """A short, stable hash of the fields that change what a run computes."""
         d = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
-        # a field added later drops out at its default, so older runs keep their hashes
-        for k, default in _ADDED_LATER.items():
-            if d.get(k) == default:
-                del d[k]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
     def to_dict(self) -> dict[str, Any]:

@@ -222,3 +222,27 @@ def _defined() -> dict[str, set[str]]:
 @pytest.mark.parametrize("name", TABLES)
 def test_each_table_of_runs_is_defined_once_in_facnn_experiments(name):
     assert [m for m, names in _defined().items() if name in names] == ["facnn/experiments.py"]
+
+
+def test_every_committed_run_folder_is_named_by_its_configs_hash():
+    """A run's folder is <dataset>-<model>-<Config.hash()>: a field added to Config (hashed at
+    its default) renames runs; none may keep a stale name, and no summary or weights file
+    may disagree with its folder."""
+    import json
+    import subprocess
+    import torch
+    from facnn.config import Config
+    tracked = subprocess.run(["git", "ls-files", "results"], capture_output=True, text=True,
+                             cwd=ROOT).stdout.split()
+    folders = sorted({Path(f).parent for f in tracked if f.endswith("/config.json")})
+    assert folders, "no committed runs found"
+    for folder in folders:
+        cfg = Config.from_dict(json.loads((ROOT / folder / "config.json").read_text()))
+        assert folder.name == cfg.run_name(), f"{folder} holds the config of {cfg.run_name()}"
+        summary = ROOT / folder / "summary.json"
+        if summary.exists():
+            s = json.loads(summary.read_text())
+            assert (s["run"], s["config_hash"]) == (folder.name, cfg.hash()), folder
+        if (ROOT / folder / "weights.pt").exists():
+            ck = torch.load(ROOT / folder / "weights.pt", map_location="cpu", weights_only=False)
+            assert ck["config_hash"] == cfg.hash(), folder
