@@ -59,10 +59,10 @@ ANALYSIS = {
                   n_qualitative=2, n_removal_imagenet=24, rise_masks_imagenet=100),
     # cpu: 1000 CIFAR-10 test images as the paper; RISE with 500 masks (the paper's RISE
     # uses thousands) because its cost is n_removal x rise_masks forward passes; K-OCC 4 px
-    # windows, stride 2 (225 forwards per image). The last run took 71 min on two threads,
-    # RISE 39 of them. ImageNet-20: all 2000 val images, RISE with 1000 masks (the issue's
-    # minimum); its 84 px model is cheaper per image than CIFAR-10's (383 against 225 images/s
-    # forward on one thread), so about 2 h of one thread, 1.2 h of two, by that measure.
+    # windows, stride 2 (225 forwards per image): about 40 min of two threads, RISE most of
+    # it. ImageNet-20: all 2000 val images, RISE with 1000 masks: about 75 min of two
+    # threads. RISE's and K-OCC's maps are kept (results/<profile>/maps/), so recomputing
+    # the curves takes minutes.
     # Theorems 1 and 2 on 1000 test images take seconds.
     "cpu": dict(n_images=1000, n_removal=1000, rise_masks=500, kocc_window=None, n_show=3,
                 n_qualitative=3, n_removal_imagenet=2000, rise_masks_imagenet=1000),
