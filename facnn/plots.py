@@ -19,15 +19,6 @@ MAX_WIDTH = 7.5     # inches
 SMALL = 9           # points: the smallest text of any figure (panel titles of image grids)
 
 
-# -- layout helpers --------------------------------------------------------------------------
-
-def _fit(width: float, height: float, keep_aspect: bool = True) -> tuple[float, float]:
-    """(width, height) with the width capped at MAX_WIDTH; an image grid keeps its aspect."""
-    if width <= MAX_WIDTH:
-        return width, height
-    return MAX_WIDTH, height * MAX_WIDTH / width if keep_aspect else height
-
-
 def _wrap(text: str, width_in: float, size: float = SMALL) -> str:
     """Wrap each line of ``text`` to about the characters that fit in ``width_in`` inches
     at ``size`` pt (a character is ~0.55 em wide)."""
@@ -36,44 +27,106 @@ def _wrap(text: str, width_in: float, size: float = SMALL) -> str:
                      for line in str(text).split("\n"))
 
 
-def _suptitle(fig, title: str | None) -> None:
+def _finish(fig, title: str | None = None, **pad):
+    """``fig`` with ``title`` wrapped to its width, laid out tight (with ``pad``) unless its
+    layout is constrained."""
     if title:
         size = plt.rcParams["figure.titlesize"]
         pts = size if isinstance(size, (int, float)) else 13
         fig.suptitle(_wrap(title, fig.get_figwidth() * 0.95, pts))
+    if not fig.get_constrained_layout():
+        fig.tight_layout(**pad)
+    return fig
 
 
-def _rgb(image):
-    """uint8 (3, H, W) tensor or array -> (H, W, 3) for imshow."""
-    return np.asarray(image).transpose(1, 2, 0)
+def _legend(fig, ncol: int, loc: str = "outside lower center") -> None:
+    """One legend for all panels of ``fig``, an entry per label (its first artist); none when
+    nothing is labelled."""
+    entries = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc=loc, ncol=ncol, frameon=False)
 
 
-def _overlay(ax, image, m, title: str | None = None, alpha: float = 0.55, norm: bool = True,
-             panel_in: float | None = None):
-    """An image with a saliency map laid over it (the map is stretched to the image);
-    the title is wrapped to ``panel_in`` inches when given."""
-    h, w = np.asarray(image).shape[-2:]
-    ax.imshow(_rgb(image))
-    m = np.asarray(m, float)
-    if norm:
+def _panel(ax, image, m=None, title: str | None = None, panel_in: float | None = None):
+    """An image (uint8, (3, H, W)); framed, with a saliency map laid over it, when ``m`` is
+    given (stretched to [0, 1] and to the image). The title is wrapped to ``panel_in`` inches."""
+    image = np.asarray(image)
+    ax.imshow(image.transpose(1, 2, 0))
+    if m is None:
+        ax.axis("off")
+    else:
+        m = np.asarray(m, float)
         lo, hi = np.nanmin(m), np.nanmax(m)
-        m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
-    ax.imshow(m, cmap="jet", alpha=alpha, extent=(-0.5, w - 0.5, h - 0.5, -0.5),
-              interpolation="bilinear", vmin=0, vmax=1 if norm else None)
-    ax.set_xticks([])
-    ax.set_yticks([])
+        h, w = image.shape[-2:]
+        ax.imshow((m - lo) / (hi - lo) if hi > lo else np.zeros_like(m), cmap="jet", alpha=0.55,
+                  extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="bilinear", vmin=0, vmax=1)
+        ax.set(xticks=[], yticks=[])
     if title:
         ax.set_title(_wrap(title, panel_in) if panel_in else title, fontsize=SMALL)
 
 
-def _image(ax, image, title: str | None = None, panel_in: float | None = None):
-    ax.imshow(_rgb(image))
-    ax.axis("off")
-    if title:
-        ax.set_title(_wrap(title, panel_in) if panel_in else title, fontsize=SMALL)
+def _strip(axes, image, maps) -> None:
+    """Along ``axes``: the image, then each map at its layer's own resolution and colour scale,
+    titled "image", "L1", "L2", ...; with no image, its panel is empty and nothing is titled."""
+    for ax in axes:
+        ax.set(xticks=[], yticks=[])
+    if image is None:
+        axes[0].axis("off")
+    else:
+        axes[0].imshow(np.asarray(image).transpose(1, 2, 0))
+        axes[0].set_title("image")
+    for i, m in enumerate(maps, 1):
+        axes[i].imshow(np.asarray(m.detach().float() if hasattr(m, "detach") else m, float),
+                       cmap="jet", interpolation="nearest")
+        if image is not None:
+            axes[i].set_title(f"L{i}")
 
 
-# -- Figure 4: pixel-removal curves (facnn.removal) ---------------------------------------
+def _strip_layers(n: int, most: int = 10) -> list[int]:
+    """At most ``most`` of the layers 1..n, evenly spaced and ending at n."""
+    if n <= most:
+        return list(range(1, n + 1))
+    step = math.ceil(n / most)
+    return list(range(n % step or step, n + 1, step))
+
+
+def _forest(ax, rows, labels, styles, ms, **tick) -> None:
+    """A forest plot's rows, top down, from dicts with "ours", "ci95" ((lo, hi) or None),
+    "threshold" and "paper": ours with its interval as an error bar, the paper's value as a
+    cross, the threshold as a grey tick. ``styles``: per row (colour, legend entry of ours,
+    text at the left edge when ours is missing); ``ms``: the marker sizes of the three."""
+    for y, (r, (colour, key, missing)) in enumerate(zip(rows, styles)):
+        ours, ci = r.get("ours"), r.get("ci95")
+        if _number(ours):
+            err = [[ours - ci[0]], [ci[1] - ours]] if hasattr(ci, "__len__") and len(ci) == 2 else None
+            ax.errorbar([ours], [y], xerr=err, fmt="o", color=colour, capsize=3, ms=ms[0], zorder=3,
+                        label=key)
+        else:   # at the axes' left edge (x in axes units), where no paper cross sits
+            ax.text(0.01, y, missing, va="center", fontsize=SMALL, color="0.4",
+                    transform=ax.get_yaxis_transform())
+        for field, marker, size, tint, z in (("threshold", "|", ms[1], "0.55", 2),
+                                             ("paper", "x", ms[2], "k", 4)):
+            if _number(r.get(field)):
+                ax.plot([r[field]], [y], marker=marker, ms=size, mew=2, color=tint, ls="none",
+                        zorder=z, label=field)
+    ax.set_yticks(range(len(rows)), labels, **tick)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _number(x) -> bool:
+    try:
+        return x is not None and not math.isnan(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _cut(text: str, most: int) -> str:
+    return text if len(text) <= most else text[:most - 1] + "\u2026"
+
 
 REMOVAL_STYLE = {  # method -> (label, colour, line width, marker)
     # at the last layer FA-CNN and Grad-CAM rank pixels identically (Theorem 1), so their
@@ -95,37 +148,32 @@ def removal_curves(table, layers=None, orders=None, methods=None, title: str | N
     """
     t = getattr(table, "table", table)
     orders = list(orders or [o for o in ("lerf", "morf") if o in set(t["order"])])
-    layered = t[t["layer"].notna()]
-    layers = list(layers or sorted({int(v) for v in layered["layer"]}, reverse=True) or [None])
+    layers = list(layers or sorted({int(v) for v in t["layer"].dropna()}, reverse=True) or [None])
     methods = list(methods or dict.fromkeys(t["method"]))
-    width, _ = _fit(3.6 * len(layers), 0)
+    width = min(MAX_WIDTH, 3.6 * len(layers))
     fig, axes = plt.subplots(len(orders), len(layers), figsize=(width, 3.0 * len(orders)),
                              sharex=True, sharey=True, squeeze=False)
-    panel_in = width / len(layers)
     for i, order in enumerate(orders):
         for j, layer in enumerate(layers):
             ax = axes[i, j]
             for method in methods:
                 rows = t[(t["method"] == method) & (t["order"] == order)]
                 on_layer = rows[rows["layer"] == layer] if layer is not None else rows.iloc[:0]
-                rows = on_layer if len(on_layer) else rows[rows["layer"].isna()]
-                if len(rows):
-                    _removal_line(ax, rows.sort_values("fraction"), method)
-            head = _wrap(ORDER_TITLE.get(order, order), 0.9 * panel_in, 10)
+                _removal_line(ax, on_layer if len(on_layer) else rows[rows["layer"].isna()], method)
+            head = _wrap(ORDER_TITLE.get(order, order), 0.9 * width / len(layers), 10)
             ax.set_title(head + (f"\nlayer {layer}" if layer else ""), fontsize=10)
             ax.grid(alpha=0.3)
-            if i == len(orders) - 1:
-                ax.set_xlabel("fraction removed")
-            if j == 0:
-                ax.set_ylabel("top-1 accuracy")
+    plt.setp(axes[-1], xlabel="fraction removed")
+    plt.setp(axes[:, 0], ylabel="top-1 accuracy")
     axes[0, -1].legend(loc="best")
-    _suptitle(fig, title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def _removal_line(ax, rows, method: str) -> None:
+    if not len(rows):
+        return
     label, colour, lw, marker = REMOVAL_STYLE.get(method, (method, None, 1.5, "o"))
+    rows = rows.sort_values("fraction")
     x, y = rows["fraction"].to_numpy(float), rows["accuracy"].to_numpy(float)
     ax.plot(x, y, marker=marker, ms=3, lw=lw, color=colour, label=label,
             ls="--" if method == "random" else "-", alpha=0.6 if lw > 2 else 1.0)
@@ -133,8 +181,6 @@ def _removal_line(ax, rows, method: str) -> None:
         s = rows["accuracy_std"].fillna(0).to_numpy(float)
         ax.fill_between(x, y - s, y + s, color=colour, alpha=0.2, lw=0)
 
-
-# -- training (notebook 01) ------------------------------------------------------------------
 
 def learning_curves(histories, title: str | None = None):
     """Test accuracy and training loss per epoch of each run. ``histories``: label ->
@@ -150,13 +196,10 @@ def learning_curves(histories, title: str | None = None):
     a2.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 3, 5)))
     a2.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     a2.yaxis.set_minor_formatter(NullFormatter())
-    for a in (a1, a2):
-        a.grid(alpha=0.3)
-    if histories:   # below both panels, where it covers no curve
-        fig.legend(*a1.get_legend_handles_labels(), loc="outside lower center",
-                   ncol=min(3, len(histories)), frameon=False)
-    _suptitle(fig, title)
-    return fig
+    a1.grid(alpha=0.3)
+    a2.grid(alpha=0.3)
+    _legend(fig, 3)     # below both panels, where it covers no curve
+    return _finish(fig, title)
 
 
 def lr_sweeps(tables, chosen=None):
@@ -176,23 +219,18 @@ def lr_sweeps(tables, chosen=None):
     width = min(MAX_WIDTH, 1.2 + 2.2 * len(tables))
     fig, axes = plt.subplots(1, len(tables), figsize=(width, 3.6), sharey=True, squeeze=False,
                              layout="constrained")
-    panel_in = width / len(tables)
     for ax, (label, t) in zip(axes[0], tables.items()):
-        acc = t["test accuracy (%)"].to_numpy(float)
-        ok = (t["status"] == "done").to_numpy() & ~np.isnan(acc)
-        lr, acc, n = t["lr"].to_numpy(float)[ok], acc[ok], t["test images"].to_numpy(float)[ok]
-        order = np.argsort(lr)
-        lr, acc, n = lr[order], acc[order], n[order]
-        ax.set_title(_wrap(label, 0.9 * panel_in, 11), fontsize=11)
+        t = t[(t["status"] == "done") & t["test accuracy (%)"].notna()].sort_values("lr")
+        lr, acc, n = (t[k].to_numpy(float) for k in ("lr", "test accuracy (%)", "test images"))
+        ax.set_title(_wrap(label, 0.9 * width / len(tables), 11), fontsize=11)
         ax.set_xscale("log", base=2)
         ax.grid(alpha=0.3)
         if not len(lr):
-            ax.text(0.5, 0.5, "no finished run", ha="center", va="center",
-                    transform=ax.transAxes)
+            ax.text(0.5, 0.5, "no finished run", ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks([])
             continue
         ticks = lr[::max(2, math.ceil(len(lr) / 5))]          # every other swept rate, at most 5
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
         ax.xaxis.set_minor_locator(plt.NullLocator())
         b = int(np.argmax(acc))
         p = acc[b] / 100
@@ -201,26 +239,16 @@ def lr_sweeps(tables, chosen=None):
         ax.axhspan(acc[b] - se, acc[b], color="tab:blue", alpha=0.15, lw=0,
                    label="within 1 SE of the best")
         ax.plot(lr, acc, marker="o", ms=4, color="tab:blue", zorder=3)
-        if label in chosen and chosen[label] is not None:
+        if chosen.get(label) is not None:
             c = float(chosen[label])
             ax.axvline(c, color="tab:red", lw=1, ls="--", zorder=2, label="chosen")
             hit = np.isclose(lr, c)
-            if hit.any():
-                ax.plot(lr[hit], acc[hit], marker="*", ms=12, color="tab:red", zorder=4)
+            ax.plot(lr[hit], acc[hit], marker="*", ms=12, color="tab:red", zorder=4)
     axes[0, 0].set_ylabel("test accuracy (%)")
     fig.supxlabel("learning rate (log scale)", fontsize=plt.rcParams["axes.labelsize"])
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    for ax in axes[0, 1:]:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    if handles:   # above the panels: inside one, it would be wider than a narrow panel
-        fig.legend(handles, labels, loc="outside upper center", ncol=len(handles), frameon=False)
+    _legend(fig, 2, "outside upper center")   # inside a panel it would be wider than a narrow one
     return fig
 
-
-# -- Theorem 1 (notebook 02) -----------------------------------------------------------------
 
 def theorem1_maps(v, title: str | None = None):
     """Theorem 1, side by side: for each image (row) and three classes (label first), the
@@ -232,23 +260,19 @@ def theorem1_maps(v, title: str | None = None):
     names = v["class_names"]
     n, k = v["classes"].shape
     cols = 1 + 3 * k
-    width, _ = _fit(1.25 * cols, 0)
+    width = min(MAX_WIDTH, 1.25 * cols)
     panel_in = width / cols
     fig, axes = plt.subplots(n, cols, figsize=(width, n * (panel_in + 0.65) + 0.2), squeeze=False)
     for i in range(n):
-        _image(axes[i, 0], v["images"][i], f"label: {names[v['labels'][i]]}", panel_in)
+        img = v["images"][i]
+        _panel(axes[i, 0], img, None, f"label: {names[v['labels'][i]]}", panel_in)
         for j in range(k):
-            c = names[v["classes"][i, j]]
-            fa = v["fa"][i, j]
-            for t, (key, what) in enumerate((("fa", "class map"), ("gc_score", "Grad-CAM Y"),
-                                             ("gc_prob", "Grad-CAM p"))):
-                m = v[key][i, j]
-                r = float(pearson(torch.as_tensor(fa), torch.as_tensor(m)))
-                sub = f"{c}\n{what}" + ("" if key == "fa" else f"\nr={r:.3f}")
-                _overlay(axes[i, 1 + 3 * j + t], v["images"][i], m, sub, panel_in=panel_in)
-    _suptitle(fig, title)
-    fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.2)
-    return fig
+            c, fa = names[v["classes"][i, j]], v["fa"][i, j]
+            _panel(axes[i, 1 + 3 * j], img, fa, f"{c}\nclass map", panel_in)
+            for col, key, what in ((2, "gc_score", "Grad-CAM Y"), (3, "gc_prob", "Grad-CAM p")):
+                r = float(pearson(torch.as_tensor(fa), torch.as_tensor(v[key][i, j])))
+                _panel(axes[i, 3 * j + col], img, v[key][i, j], f"{c}\n{what}\nr={r:.3f}", panel_in)
+    return _finish(fig, title, pad=0.3, h_pad=0.3, w_pad=0.2)
 
 
 def correlation_hist(v, title: str | None = None):
@@ -264,9 +288,7 @@ def correlation_hist(v, title: str | None = None):
     ax.set(xlabel="Pearson correlation, class map vs Grad-CAM", ylabel="maps", yscale="log")
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
-    _suptitle(fig, title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def layer_correlations(stats, thresholds=(), marks=()):
@@ -290,8 +312,8 @@ def layer_correlations(stats, thresholds=(), marks=()):
         ax.annotate(label, (x, lo), xytext=(-3, 2), textcoords="offset points", rotation=90,
                     ha="right", va="bottom", color="tab:red",
                     bbox=dict(fc="white", ec="none", alpha=0.75, pad=1))
-    for d in dict.fromkeys(stats["dataset"]):
-        s = stats[stats["dataset"] == d].sort_values("rel_depth")
+    for d, s in stats.groupby("dataset", sort=False):
+        s = s.sort_values("rel_depth")
         x = s["rel_depth"].to_numpy(float)
         line, = ax.plot(x, s["median"].to_numpy(float), marker="o", ms=4, label=f"{d}, median")
         ax.fill_between(x, s["q25"].to_numpy(float), s["q75"].to_numpy(float),
@@ -300,18 +322,7 @@ def layer_correlations(stats, thresholds=(), marks=()):
     ax.set(xlabel="relative depth L / N", ylabel="correlation r", ylim=(lo, 1.05), xlim=(0, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=2, frameon=False)
-    fig.tight_layout()
-    return fig
-
-
-# -- Theorem 2 (notebook 03) -----------------------------------------------------------------
-
-def _strip_layers(n: int, most: int = 10) -> list[int]:
-    """At most ``most`` of the layers 1..n, evenly spaced and ending at n."""
-    if n <= most:
-        return list(range(1, n + 1))
-    step = math.ceil(n / most)
-    return list(range(n % step or step, n + 1, step))
+    return _finish(fig)
 
 
 def bounded_increment(v, title: str | None = None):
@@ -322,8 +333,7 @@ def bounded_increment(v, title: str | None = None):
     facnn.book.chapters.combine_bounded."""
     rows, models = v["rows"], list(v["models"])
     strips = {m: v["morph_" + "".join(ch if ch.isalnum() else "_" for ch in m)] for m in models}
-    n = max(len(s) for s in strips.values()) - 1
-    shown = _strip_layers(n)
+    shown = _strip_layers(max(len(s) for s in strips.values()) - 1)
     panel_in = MAX_WIDTH / (len(shown) + 1.8)
     strips_in = (panel_in + 0.25) * len(models) + 0.2
     fig = plt.figure(figsize=(MAX_WIDTH, 4.0 + strips_in), layout="constrained")
@@ -332,21 +342,20 @@ def bounded_increment(v, title: str | None = None):
     delta = float(rows["delta"].iloc[0])
     ax.axhline(delta, color="0.35", ls=(0, (5, 3)), lw=1.0, zorder=1,
                label=f"$\\delta$ = 1/N = {delta:.3g}")
-    markers, k_fa = ["o", "s", "^", "D", "v"], 0
+    fa = [m for m in models if "vanilla" not in m.lower()]
     for k, m in enumerate(models):
-        r = rows[rows["model"] == m].sort_values("layer")
-        style = dict(marker=markers[k % len(markers)], ms=5, lw=1.6, zorder=2)
-        if "vanilla" not in m.lower():
+        style = dict(marker="os^Dv"[k % 5], ms=5, lw=1.6, zorder=2)
+        if m in fa:
             # FA-CNN curves above delta's line; the first with large hollow markers, the
             # next smaller and filled, so curves that coincide stay distinguishable
-            style.update(ms=max(4.0, 10 - 3 * k_fa), zorder=4 + k_fa,
-                         mfc="none" if k_fa == 0 else None, mew=1.5)
-            k_fa += 1
+            i = fa.index(m)
+            style.update(ms=max(4.0, 10 - 3 * i), zorder=4 + i, mfc="none" if i == 0 else None, mew=1.5)
+        r = rows[rows["model"] == m].sort_values("layer")
         ax.plot(r["layer"], r["max_increment"], label=m, **style)
     ax.set(xlabel="layer L", ylabel="max |$S_L - S_{L-1}$|", yscale="log")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    top.legend(loc="outside lower center", ncol=min(3, len(models) + 1), frameon=False)
+    _legend(top, 3)
     grid = bottom.subplots(len(models), len(shown) + 1, squeeze=False,
                            width_ratios=[1.8] + [1] * len(shown))
     for i, m in enumerate(models):
@@ -359,15 +368,11 @@ def bounded_increment(v, title: str | None = None):
             a = grid[i, 1 + j]
             if L < len(s):
                 a.imshow(s[L], cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
-            a.set_xticks([])
-            a.set_yticks([])
+            a.set(xticks=[], yticks=[])
             if i == 0:
                 a.set_title(f"$S_{{{L}}}$", fontsize=SMALL)
-    _suptitle(fig, title)
-    return fig
+    return _finish(fig, title)
 
-
-# -- Figures 1 and 5 (notebook 05) -----------------------------------------------------------
 
 def layer_maps(v, class_names, images=None, title: str | None = None):
     """Figures 1/5 for a facnn.book.chapters.qualitative_study dict: for each image a pair
@@ -376,7 +381,7 @@ def layer_maps(v, class_names, images=None, title: str | None = None):
     layers = list(v["layers"])
     images = list(range(len(v["images"])) if images is None else images)
     n = len(layers)
-    width, _ = _fit(1.3 * (n + 2), 0)
+    width = min(MAX_WIDTH, 1.3 * (n + 2))
     panel_in = width / (n + 2)
     fig, axes = plt.subplots(2 * len(images), n + 2,
                              figsize=(width, 2 * len(images) * (panel_in + 0.55)), squeeze=False)
@@ -384,18 +389,15 @@ def layer_maps(v, class_names, images=None, title: str | None = None):
         img, c = v["images"][i], int(v["classes"][i])
         top, bot = axes[2 * row], axes[2 * row + 1]
         for j, L in enumerate(layers):
-            _overlay(top[j], img, v["fa"][i, j], f"layer {L}\nFA-CNN", panel_in=panel_in)
-            _overlay(bot[j], img, v["gc"][i, j], f"Grad-CAM\nr={float(v['corr'][i, j]):.2f}",
-                     panel_in=panel_in)
-        _image(top[n], img, class_names[c], panel_in)
+            _panel(top[j], img, v["fa"][i, j], f"layer {L}\nFA-CNN", panel_in)
+            _panel(bot[j], img, v["gc"][i, j], f"Grad-CAM\nr={float(v['corr'][i, j]):.2f}", panel_in)
+        _panel(top[n], img, None, class_names[c], panel_in)
         bot[n].text(0.5, 0.5, _wrap(f"predicted:\n{class_names[int(v['pred'][i])]}", panel_in),
                     fontsize=SMALL, ha="center", va="center", transform=bot[n].transAxes)
         bot[n].axis("off")
-        _overlay(top[n + 1], img, v["rise"][i], "RISE", panel_in=panel_in)
-        _overlay(bot[n + 1], img, v["kocc"][i], "K-OCC", panel_in=panel_in)
-    _suptitle(fig, title)
-    fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.2)
-    return fig
+        _panel(top[n + 1], img, v["rise"][i], "RISE", panel_in)
+        _panel(bot[n + 1], img, v["kocc"][i], "K-OCC", panel_in)
+    return _finish(fig, title, pad=0.3, h_pad=0.3, w_pad=0.2)
 
 
 def pairs(images, maps_a, maps_b, names, titles=("class map", "Grad-CAM"), r=None):
@@ -416,17 +418,13 @@ def pairs(images, maps_a, maps_b, names, titles=("class map", "Grad-CAM"), r=Non
     panel_in = (width - 0.4) / n
     fig, axes = plt.subplots(3, n, figsize=(width, 3 * (panel_in + 0.4) + 0.1), squeeze=False)
     for i in range(n):
-        _image(axes[0, i], images[i], str(names[i]), panel_in)
-        _overlay(axes[1, i], images[i], maps_a[i])
-        _overlay(axes[2, i], images[i], maps_b[i],
-                 None if r is None else f"r = {float(r[i]):.2f}", panel_in=panel_in)
-    for row, what in ((1, titles[0]), (2, titles[1])):
+        _panel(axes[0, i], images[i], None, str(names[i]), panel_in)
+        _panel(axes[1, i], images[i], maps_a[i])
+        _panel(axes[2, i], images[i], maps_b[i], None if r is None else f"r = {float(r[i]):.2f}", panel_in)
+    for row, what in enumerate(titles, 1):
         axes[row, 0].set_ylabel(_wrap(what, panel_in + 0.3), fontsize=SMALL)
-    fig.tight_layout(pad=0.3, h_pad=0.4, w_pad=0.2)
-    return fig
+    return _finish(fig, pad=0.3, h_pad=0.4, w_pad=0.2)
 
-
-# -- Table 1's questions over seeds (notebook 01) ------------------------------------------------
 
 def seed_effects(q):
     """A forest plot of the effects Table 1's questions ask about: one row per (dataset,
@@ -441,52 +439,17 @@ def seed_effects(q):
     if not rows:
         raise ValueError("seed_effects needs at least one (dataset, question) row")
     fig, ax = plt.subplots(figsize=(MAX_WIDTH, 1.4 + 0.42 * len(rows)), layout="constrained")
-    labels, colours = [], {}
-    for y, r in enumerate(rows):
-        short = r.get("short") if isinstance(r.get("short"), str) else None
-        text = short or str(r["question"])
-        if len(text) > 40:
-            text = text[:39] + "\u2026"
-        labels.append(f"{r['dataset']}: {text}")
-        colour = colours.setdefault(r["dataset"], f"C{len(colours)}")
-        ours, ci = r.get("ours"), r.get("ci95")
-        if _number(ours):
-            err = None
-            if ci is not None and not (isinstance(ci, float) and math.isnan(ci)):
-                lo, hi = (float(v) for v in ci)
-                err = [[ours - lo], [hi - ours]]
-            ax.errorbar([ours], [y], xerr=err, fmt="o", color=colour, capsize=3, ms=6,
-                        zorder=3, label="ours (mean, 95 % CI)" if y == 0 else None)
-        else:
-            # at the axes' left edge (x in axes units), where no paper cross sits
-            ax.text(0.01, y, "not run", va="center", fontsize=SMALL, color="0.4",
-                    transform=ax.get_yaxis_transform())
-        if _number(r.get("threshold")):
-            ax.plot([r["threshold"]], [y], marker="|", ms=16, mew=2, color="0.55", ls="none",
-                    zorder=2, label="threshold" if "threshold" not in ax.get_legend_handles_labels()[1]
-                    else None)
-        if _number(r.get("paper")):
-            ax.plot([r["paper"]], [y], marker="x", ms=9, mew=2, color="k", ls="none",
-                    zorder=4, label="paper" if "paper" not in ax.get_legend_handles_labels()[1]
-                    else None)
+    short = [r["short"] if isinstance(r.get("short"), str) else str(r["question"]) for r in rows]
+    labels = [f"{r['dataset']}: {_cut(text, 40)}" for r, text in zip(rows, short)]
+    colours = {}
+    styles = [(colours.setdefault(r["dataset"], f"C{len(colours)}"), "ours (mean, 95 % CI)", "not run")
+              for r in rows]
+    _forest(ax, rows, labels, styles, ms=(6, 16, 9))
     ax.axvline(0, color="0.4", lw=0.8, zorder=1)
-    ax.set_yticks(range(len(rows)), labels)
-    ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlabel("effect (accuracy points)")
-    ax.grid(axis="x", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        fig.legend(loc="outside lower center", ncol=3, frameon=False)
+    _legend(fig, 3)
     return fig
 
-
-def _number(x) -> bool:
-    try:
-        return x is not None and not math.isnan(float(x))
-    except (TypeError, ValueError):
-        return False
-
-
-# -- the explorer (notebook 06) --------------------------------------------------------------
 
 def explorer_view(e, class_names, title: str | None = None):
     """The explorer's picture for a facnn.book.chapters.explore dict: the image, the class
@@ -500,54 +463,36 @@ def explorer_view(e, class_names, title: str | None = None):
     heights = [panel_in + 0.55, MAX_WIDTH / cols + 0.3]
     fig = plt.figure(figsize=(MAX_WIDTH, sum(heights)))
     gs = fig.add_gridspec(2, cols, height_ratios=heights)
-    img, c = e["image"], int(e["cls"])
+    img, at = e["image"], f"{class_names[int(e['cls'])]}, layer {e['layer']}"
     top = [fig.add_subplot(gs[0, k * w:(k + 1) * w]) for k in range(4)]
-    b = int(np.argmax(e["before"]))
-    _image(top[0], img, f"predicted: {class_names[b]} ({e['before'][b]:.2f})", panel_in)
-    _overlay(top[1], img, e["fa"], f"class map: {class_names[c]}, layer {e['layer']}",
-             panel_in=panel_in)
-    _overlay(top[2], img, e["gc"], f"Grad-CAM: {class_names[c]}, layer {e['layer']}",
-             panel_in=panel_in)
-    a = int(np.argmax(e["after"]))
-    _image(top[3], e["removed"], f"{100 * e['fraction']:.0f} % removed ({e['order'].upper()}): "
+    b, a = int(np.argmax(e["before"])), int(np.argmax(e["after"]))
+    _panel(top[0], img, None, f"predicted: {class_names[b]} ({e['before'][b]:.2f})", panel_in)
+    _panel(top[1], img, e["fa"], f"class map: {at}", panel_in)
+    _panel(top[2], img, e["gc"], f"Grad-CAM: {at}", panel_in)
+    _panel(top[3], e["removed"], None, f"{100 * e['fraction']:.0f} % removed ({e['order'].upper()}): "
            f"{class_names[a]} ({e['after'][a]:.2f})", panel_in)
     for j, L in enumerate(shown):
-        _overlay(fig.add_subplot(gs[1, j]), img, strip[L - 1], f"L{L}")
-    _suptitle(fig, title)
-    fig.tight_layout(pad=0.3)
-    return fig
+        _panel(fig.add_subplot(gs[1, j]), img, strip[L - 1], f"L{L}")
+    return _finish(fig, title, pad=0.3)
 
-
-# -- Figures 1/5: one image's class map through depth (notebook 05) ---------------------------
 
 def morph_strip(image, maps, title: str | None = None):
     """One image and its class map at each layer 1..N (each map at its layer's own
     resolution and colour scale), in one row (two rows past 8 layers).
 
     image: uint8 (3, H, W); maps: N maps (h_L, w_L)."""
-    maps = [np.asarray(m.detach().float() if hasattr(m, "detach") else m, float) for m in maps]
+    maps = list(maps)
     n = len(maps) + 1
-    cols = n if n <= 9 else (n + 1) // 2
     rows = 1 if n <= 9 else 2
+    cols = math.ceil(n / rows)
     width = min(MAX_WIDTH, 0.9 * cols + 0.3)
     # each row needs room for its labels above the maps, and the title above them all
     height = rows * (width / cols + 0.3) + (0.3 if title else 0.05)
     fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
-    axes = axes.ravel()
-    axes[0].imshow(_rgb(image))
-    axes[0].set_title("image")
-    for i, m in enumerate(maps, 1):
-        axes[i].imshow(m, cmap="jet", interpolation="nearest")
-        axes[i].set_title(f"L{i}")
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax in axes[n:]:
+    _strip(axes.ravel(), image, maps)
+    for ax in axes.ravel()[n:]:
         ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout(pad=0.3)
-    return fig
+    return _finish(fig, title, pad=0.3)
 
 
 def morph_strips(image, strips):
@@ -564,27 +509,10 @@ def morph_strips(image, strips):
     fig, axes = plt.subplots(len(names), n, figsize=(width, len(names) * (width / n) + 0.5),
                              squeeze=False)
     for r, name in enumerate(names):
-        row = axes[r]
-        if r == 0:
-            row[0].imshow(_rgb(image))
-            row[0].set_title("image")
-        else:
-            row[0].axis("off")
-        row[1].set_ylabel(_wrap(name, 1.0), fontsize=SMALL)
-        for i, m in enumerate(strips[name], 1):
-            m = np.asarray(m.detach().float() if hasattr(m, "detach") else m, float)
-            row[i].imshow(m, cmap="jet", interpolation="nearest")
-            if r == 0:
-                row[i].set_title(f"L{i}")
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout(pad=0.3)
-    return fig
+        _strip(axes[r], image if r == 0 else None, strips[name])
+        axes[r, 1].set_ylabel(_wrap(name, 1.0), fontsize=SMALL)
+    return _finish(fig, pad=0.3)
 
-
-
-# -- the landing page's forest plot ------------------------------------------------------------
 
 _VERDICT_COLOURS = {"holds": "#2e7d32", "fails": "#c62828", "inconclusive": "#f9a825", "not run": "0.6"}
 _GROUP_AXES = {"theory": "Pearson r, or largest increment in units of 1/N",
@@ -609,48 +537,15 @@ def claims_forest(claims, names=None, groups=None):
     heights = [0.8 + 0.32 * len(panels[g]) for g in order]
     fig, axes = plt.subplots(len(order), 1, figsize=(MAX_WIDTH, sum(heights) + 0.6), squeeze=False,
                              gridspec_kw={"height_ratios": heights}, layout="constrained")
-    seen: set[str] = set()
     for ax, g in zip(axes[:, 0], order):
         rows = panels[g]
         labels = []
-        for y, c in enumerate(rows):
-            text = c.get("short") or c["statement"]
-            text = text if len(text) <= 42 else text[:41] + "\u2026"
-            ds = names.get(c["dataset"], c["dataset"])
+        for c in rows:
+            text, ds = _cut(c.get("short") or c["statement"], 42), names.get(c["dataset"], c["dataset"])
             labels.append(f"{ds}: {text}" if ds else text)
-            colour = _VERDICT_COLOURS[c["verdict"]]
-            ours, ci = c.get("ours"), c.get("ci95")
-            if _number(ours):
-                err = None if not ci else [[ours - ci[0]], [ci[1] - ours]]
-                label = c["verdict"] if c["verdict"] not in seen else None
-                seen.add(c["verdict"])
-                ax.errorbar([ours], [y], xerr=err, fmt="o", color=colour, capsize=3, ms=5, zorder=3,
-                            label=label)
-            else:
-                ax.text(0.01, y, c["verdict"], va="center", fontsize=SMALL, color="0.4",
-                        transform=ax.get_yaxis_transform())
-            if _number(c.get("threshold")):
-                ax.plot([c["threshold"]], [y], marker="|", ms=12, mew=2, color="0.55", ls="none", zorder=2,
-                        label=None if "threshold" in seen else "threshold")
-                seen.add("threshold")
-            if _number(c.get("paper")):
-                ax.plot([c["paper"]], [y], marker="x", ms=8, mew=2, color="k", ls="none", zorder=4,
-                        label=None if "paper" in seen else "paper")
-                seen.add("paper")
-        ax.set_yticks(range(len(rows)), labels, fontsize=SMALL)
-        ax.set_ylim(len(rows) - 0.5, -0.5)
+        styles = [(_VERDICT_COLOURS[c["verdict"]], c["verdict"], c["verdict"]) for c in rows]
+        _forest(ax, rows, labels, styles, ms=(5, 12, 8), fontsize=SMALL)
         ax.set_title(g, loc="left", fontsize=11, fontweight="bold")
         ax.set_xlabel(_GROUP_AXES.get(g, ""), fontsize=SMALL)
-        ax.grid(axis="x", alpha=0.3)
-    fig.legend(*_legend_of(axes), loc="outside lower center", ncol=4, frameon=False)
+    _legend(fig, 4)
     return fig
-
-
-def _legend_of(axes):
-    handles, labels = [], []
-    for ax in axes.ravel():
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    return handles, labels
