@@ -219,7 +219,7 @@ class _Epochs:
     (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would. With
     ``world > 1`` (DDP) rank r takes every ``world``-th batch."""
 
-    even = False   # whether the batches that do not split evenly over the ranks are dropped
+    even = False   # True: drop the last batches that do not split evenly over the ranks
 
     def __init__(self, n: int, batch_size: int, train: bool, seed: int = 0, rank: int = 0,
                  world: int = 1, drop_last: bool = False):
@@ -266,7 +266,7 @@ class TensorLoader(_Epochs):
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         starts, g = self._next_pass()
-        n, b = self.n, self.batch_size
+        n, size = self.n, self.batch_size
         if self.train:
             # every random draw of the epoch up front, so batch b is the same whether or not
             # the batches before it were served (exact mid-epoch resume)
@@ -279,10 +279,10 @@ class TensorLoader(_Epochs):
         else:
             order = torch.arange(n)
         for start in starts:
-            idx = order[start:start + b].to(self.device)
+            idx = order[start:start + size].to(self.device)
             x = self.images[idx]
             if self.train:
-                batch = crops[start:start + b], flips[start:start + b]
+                batch = crops[start:start + size], flips[start:start + size]
                 x = (augment_resized_crop(x, *batch, self.images.shape[-1])
                      if self.augmentation == "resized-crop" else augment(x, *batch))
             yield normalise(x, self.name), self.labels[idx]
@@ -546,9 +546,8 @@ def worker_error(e: Exception) -> Exception:
     if not text.startswith("Caught "):
         return e
     last = text.strip().splitlines()[-1]
-    prefix = f"{type(e).__name__}: "
     try:
-        return type(e)(last[len(prefix):] if last.startswith(prefix) else last)
+        return type(e)(last.removeprefix(f"{type(e).__name__}: "))
     except TypeError:
         return e
 
