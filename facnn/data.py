@@ -131,7 +131,8 @@ def _load_cifar(name: str, split: str, root: Path, subset: str | None, download:
 HOLDOUT_SEED = 0
 
 
-def hold_out(data: ArrayDataset, per_class: int, seed: int = HOLDOUT_SEED) -> tuple[ArrayDataset, ArrayDataset]:
+def hold_out(data: ArrayDataset, per_class: int,
+             seed: int = HOLDOUT_SEED) -> tuple[ArrayDataset, ArrayDataset]:
     """(rest, held): ``per_class`` images of every class, drawn at random with ``seed``, move
     from ``data`` (a training split) to ``held``, a validation split that no reported number
     reads. Raises ValueError when a class has too few images to keep any for training."""
@@ -140,15 +141,10 @@ def hold_out(data: ArrayDataset, per_class: int, seed: int = HOLDOUT_SEED) -> tu
         raise ValueError(f"holdout={per_class} leaves no training image in the smallest class of "
                          f"{data.name} ({int(counts.min())} images); choose holdout below "
                          f"{int(counts.min())}")
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(data), generator=g)
-    rank = torch.empty_like(order)   # each image's place among its class in the random order
-    seen = torch.zeros(data.num_classes, dtype=torch.long)
-    for i in order.tolist():
-        c = int(data.labels[i])
-        rank[i] = seen[c]
-        seen[c] += 1
-    held = rank < per_class
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    held = torch.zeros(len(data), dtype=torch.bool)
+    for c in range(data.num_classes):   # the first per_class images of class c in that order
+        held[order[data.labels[order] == c][:per_class]] = True
 
     def part(keep: Tensor) -> ArrayDataset:
         return ArrayDataset(data.name, data.images[keep], data.labels[keep], data.classes,
@@ -160,20 +156,15 @@ def hold_out(data: ArrayDataset, per_class: int, seed: int = HOLDOUT_SEED) -> tu
 def load_config_data(cfg) -> tuple[ArrayDataset, ArrayDataset]:
     """(train, evaluation) for a Config with an in-memory dataset: the test split, or with
     ``cfg.holdout`` images per class held out of the training split (the test split unread)."""
+    def split(name: str) -> ArrayDataset:
+        # shapes draws its images from the run's seed; an ImageNet subset's classes never do
+        return load(cfg.dataset, name, cfg.data_root, cfg.subset, cfg.download,
+                    n=cfg.shapes_train if name == "train" else cfg.shapes_test,
+                    seed=cfg.seed if cfg.dataset == "shapes" else CLASS_CHOICE_SEED,
+                    image_size=cfg.image_size, classes_file=cfg.classes_file)
     if cfg.holdout:
-        train = _load_config_split(cfg, "train")
-        return hold_out(train, cfg.holdout)
-    return _load_config_split(cfg, "train"), _load_config_split(cfg, "test")
-
-
-def _load_config_split(cfg, split: str) -> ArrayDataset:
-    if cfg.dataset == "shapes":
-        return load("shapes", split, n=cfg.shapes_train if split == "train" else cfg.shapes_test,
-                    seed=cfg.seed)
-    if cfg.dataset in IMAGENET_SUBSETS:
-        return load_folder(cfg.dataset, split, cfg.data_root, cfg.image_size, cfg.classes_file,
-                           CLASS_CHOICE_SEED)
-    return load(cfg.dataset, split, cfg.data_root, cfg.subset, cfg.download)
+        return hold_out(split("train"), cfg.holdout)
+    return split("train"), split("test")
 
 
 # -- shapes -------------------------------------------------------------------------------
@@ -223,14 +214,45 @@ def make_shapes(n: int, size: int = 32, seed: int = 0) -> ArrayDataset:
 
 # -- loaders ------------------------------------------------------------------------------
 
-class TensorLoader:
-    """Batches of normalised, augmented images from a uint8 tensor held on ``device``.
+class _Epochs:
+    """The batches of an epoch, ``start:start + batch_size`` of an order that depends only on
+    (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would. With
+    ``world > 1`` (DDP) rank r takes every ``world``-th batch."""
 
-    The order of epoch ``e`` depends only on (seed, e), so a resumed run sees exactly the
-    batches an uninterrupted one would. With ``world > 1`` (DDP) each rank takes every
-    ``world``-th batch of the shared permutation. ``augmentation`` for training: "pad-crop"
-    (CIFAR's random crop with padding 4 + flip) or "resized-crop" (ImageNet's
-    RandomResizedCrop + flip, to the stored size).
+    even = False   # True: drop the last batches that do not split evenly over the ranks
+
+    def __init__(self, n: int, batch_size: int, train: bool, seed: int = 0, rank: int = 0,
+                 world: int = 1, drop_last: bool = False):
+        self.n, self.batch_size, self.train, self.seed = n, batch_size, train, seed
+        self.rank, self.world, self.drop_last = rank, world, drop_last
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Serve epoch ``epoch`` from its batch ``start_batch`` on (a mid-epoch resume)."""
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _mine(self) -> list[int]:
+        last = self.n - (self.batch_size - 1 if self.drop_last else 0)
+        stops = list(range(0, max(last, 0), self.batch_size))
+        if self.even and self.world > 1:
+            stops = stops[:len(stops) - len(stops) % self.world]
+        return stops[self.rank::self.world]
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+    def _next_pass(self) -> tuple[list[int], torch.Generator]:
+        """The batch starts this pass serves and the generator of the epoch's random draws;
+        the pass after it starts at batch 0."""
+        start_batch, self.start_batch = self.start_batch, 0
+        return self._mine()[start_batch:], torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+
+
+class TensorLoader(_Epochs):
+    """Batches of normalised, augmented images from a uint8 tensor held on ``device``, in the
+    order of :class:`_Epochs`. ``augmentation`` for training: "pad-crop" (CIFAR's random crop
+    with padding 4 + flip) or "resized-crop" (ImageNet's RandomResizedCrop + flip, to the
+    stored size).
     """
 
     def __init__(self, data: ArrayDataset, batch_size: int, train: bool, device="cpu",
@@ -238,31 +260,16 @@ class TensorLoader:
                  augmentation: str = "pad-crop"):
         if augmentation not in ("pad-crop", "resized-crop"):
             raise ValueError(f"unknown augmentation {augmentation!r}; choose pad-crop or resized-crop")
-        self.images = data.images.to(device)
-        self.labels = data.labels.to(device)
-        self.name, self.batch_size, self.train = data.name, batch_size, train
-        self.device, self.seed, self.rank, self.world = torch.device(device), seed, rank, world
-        self.drop_last, self.augmentation = drop_last, augmentation
-        self.epoch, self.start_batch = 0, 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Serve epoch ``epoch`` from its batch ``start_batch`` on (a mid-epoch resume)."""
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def _stops(self) -> range:
-        n = len(self.labels)
-        last = n - (self.batch_size - 1 if self.drop_last else 0)
-        return range(0, max(last, 0), self.batch_size)
-
-    def __len__(self) -> int:
-        return len(range(self.rank, len(self._stops()), self.world))
+        super().__init__(len(data), batch_size, train, seed, rank, world, drop_last)
+        self.images, self.labels = data.images.to(device), data.labels.to(device)
+        self.name, self.device, self.augmentation = data.name, torch.device(device), augmentation
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n = len(self.labels)
+        starts, g = self._next_pass()
+        n, size = self.n, self.batch_size
         if self.train:
             # every random draw of the epoch up front, so batch b is the same whether or not
             # the batches before it were served (exact mid-epoch resume)
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(n, generator=g)
             if self.augmentation == "resized-crop":
                 crops = resized_crop_boxes(n, *self.images.shape[-2:], g)
@@ -271,17 +278,14 @@ class TensorLoader:
             flips = torch.rand(n, generator=g) < 0.5
         else:
             order = torch.arange(n)
-        mine = [s for b, s in enumerate(self._stops()) if b % self.world == self.rank]
-        for start in mine[getattr(self, "start_batch", 0):]:
-            pos = order[start:start + self.batch_size]
-            idx = pos.to(self.device)
+        for start in starts:
+            idx = order[start:start + size].to(self.device)
             x = self.images[idx]
             if self.train:
-                batch = crops[start:start + self.batch_size], flips[start:start + self.batch_size]
+                batch = crops[start:start + size], flips[start:start + size]
                 x = (augment_resized_crop(x, *batch, self.images.shape[-1])
                      if self.augmentation == "resized-crop" else augment(x, *batch))
             yield normalise(x, self.name), self.labels[idx]
-        self.start_batch = 0
 
 
 def augment(x: Tensor, crops: Tensor, flips: Tensor, pad: int = 4) -> Tensor:
@@ -302,17 +306,11 @@ def augment(x: Tensor, crops: Tensor, flips: Tensor, pad: int = 4) -> Tensor:
 #
 # One code path for both: an ImageFolder layout (<root>/train/<wnid>/*.jpg, <root>/val/<wnid>/),
 # a class list of wnids, labels in sorted-wnid order (what torchvision's ImageFolder does; it is
-# also the ImageNet-1k index order and the order of imagenet20/classes.json), and the usual
-# ResNet transforms scaled to the image size. A small subset (ImageNet-20, 12,000 images of
-# 84x84) is decoded once into uint8 tensors and served by TensorLoader with the augmentation on
-# the device; a large one (ImageNet-100, 130,000 full-size photos) streams through a DataLoader
-# with workers (FolderLoader). Both serve epoch e in an order fixed by (seed, e), so a run
-# killed mid-epoch resumes bitwise.
-#
-# Augmentation at every size is ImageNet's, scaled: RandomResizedCrop(S) + flip for training,
-# Resize(S*256/224) + CenterCrop(S) for evaluation (224: 256/224; 84: 96/84). Not CIFAR's
-# pad-and-crop at 84 px: the reduced profiles keep the protocol and shrink only model, data
-# and image size, so ImageNet-20 rehearses the very transforms ImageNet-100 trains with.
+# also the ImageNet-1k index order and the order of imagenet20/classes.json). Augmentation at
+# every size is ImageNet's, scaled: RandomResizedCrop(S) + flip for training, Resize(S*256/224)
+# + CenterCrop(S) for evaluation (224: 256/224; 84: 96/84). Not CIFAR's pad-and-crop at 84 px:
+# the reduced profiles keep the protocol and shrink only model, data and image size, so
+# ImageNet-20 rehearses the very transforms ImageNet-100 trains with.
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -427,7 +425,8 @@ def folder_samples(root: str | Path, split: str, wnids: list[str]) -> list[tuple
     if missing:
         raise FileNotFoundError(
             f"class folder {folder / missing[0]} is missing ({len(missing)} of the {len(wnids)} "
-            f"classes are absent from {folder}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}); "
+            f"classes are absent from {folder}: {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}); "
             f"point data_root at a copy with {split}/<wnid>/ for every class of the list")
     samples = []
     for label, w in enumerate(wnids):
@@ -460,12 +459,9 @@ def folder_transform(train: bool, image_size: int, dataset: str):
     """PIL image -> normalised tensor (3, S, S). Train: RandomResizedCrop(S) (scale 0.08-1) +
     horizontal flip; eval: Resize(S*256/224) + CenterCrop(S)."""
     from torchvision import transforms as T
-    mean, std = STATS[dataset]
-    if train:
-        return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor(),
-                          T.Normalize(mean, std)])
-    return T.Compose([T.Resize(eval_resize(image_size)), T.CenterCrop(image_size), T.ToTensor(),
-                      T.Normalize(mean, std)])
+    crop = ([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()] if train else
+            [T.Resize(eval_resize(image_size)), T.CenterCrop(image_size)])
+    return T.Compose([*crop, T.ToTensor(), T.Normalize(*STATS[dataset])])
 
 
 class FolderDataset(torch.utils.data.Dataset):
@@ -498,40 +494,21 @@ class FolderDataset(torch.utils.data.Dataset):
             g.set_state(state)
 
 
-class EpochBatchSampler(torch.utils.data.Sampler):
-    """Batches of keys whose order (and per-image transform seeds, when training) depend only
-    on (seed, epoch), from batch ``start_batch`` on; rank r of ``world`` takes every world-th
-    batch, as TensorLoader does."""
+class EpochBatchSampler(_Epochs, torch.utils.data.Sampler):
+    """Batches of keys in the order of :class:`_Epochs`: indices, or when training (index,
+    seed) pairs, the seed drawing that image's random transform."""
 
-    def __init__(self, n: int, batch_size: int, train: bool, seed: int = 0, rank: int = 0,
-                 world: int = 1, drop_last: bool = False):
-        self.n, self.batch_size, self.train, self.seed = n, batch_size, train, seed
-        self.rank, self.world, self.drop_last = rank, world, drop_last
-        self.epoch, self.start_batch = 0, 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def _mine(self) -> list[int]:
-        last = self.n - (self.batch_size - 1 if self.drop_last else 0)
-        stops = list(range(0, max(last, 0), self.batch_size))
-        if self.world > 1:   # the same number of batches on every rank, or DDP waits forever
-            stops = stops[:len(stops) - len(stops) % self.world]
-        return stops[self.rank::self.world]
-
-    def __len__(self) -> int:
-        return len(self._mine())
+    even = True   # the same number of batches on every rank, or DDP waits forever
 
     def __iter__(self):
-        start_batch, self.start_batch = self.start_batch, 0
+        starts, g = self._next_pass()
         if not self.train:
-            for s in self._mine()[start_batch:]:
+            for s in starts:
                 yield list(range(s, min(s + self.batch_size, self.n)))
             return
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.n, generator=g).tolist()
         seeds = torch.randint(0, 2 ** 62, (self.n,), generator=g).tolist()
-        for s in self._mine()[start_batch:]:
+        for s in starts:
             yield [(order[k], seeds[k]) for k in range(s, min(s + self.batch_size, self.n))]
 
 
@@ -556,15 +533,10 @@ class FolderLoader:
         return len(self.sampler)
 
     def __iter__(self):
-        batches = iter(self.loader)
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            except (ValueError, TypeError, OSError) as e:
-                raise worker_error(e) from None
-            yield batch
+        try:
+            yield from self.loader
+        except (ValueError, TypeError, OSError) as e:
+            raise worker_error(e) from None
 
 
 def worker_error(e: Exception) -> Exception:
@@ -574,9 +546,8 @@ def worker_error(e: Exception) -> Exception:
     if not text.startswith("Caught "):
         return e
     last = text.strip().splitlines()[-1]
-    prefix = f"{type(e).__name__}: "
     try:
-        return type(e)(last[len(prefix):] if last.startswith(prefix) else last)
+        return type(e)(last.removeprefix(f"{type(e).__name__}: "))
     except TypeError:
         return e
 

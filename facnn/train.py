@@ -22,11 +22,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -34,10 +37,8 @@ from torch import nn
 
 from . import data as D
 from .config import Config, cli_command, run_dir
-# atomic_write_bytes and StorageError are re-exported: facnn.book imports them from here
-from .fileio import (RunLocked, StorageError, atomic_write_bytes, atomic_write_text,  # noqa: F401
-                     file_sha256, git_commit, make_dir, read_json, run_lock,
-                     sweep_stale_temps)
+from .fileio import (atomic_write_bytes, atomic_write_text, file_sha256, git_commit, make_dir,
+                     read_json, run_lock, sweep_stale_temps)
 from .info import check_memory
 from .models import Classifier, fast_layout, inputs_unchecked, model_from_config
 
@@ -170,6 +171,8 @@ def _layout(x: torch.Tensor, channels_last: bool | None = None) -> torch.Tensor:
 
 
 def _unwrap(model: nn.Module) -> Classifier:
+    """The Classifier inside torch.compile's and DistributedDataParallel's wrappers."""
+    model = getattr(model, "_orig_mod", model)
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
@@ -179,26 +182,19 @@ def make_loaders(cfg: Config, device: torch.device, rank: int = 0, world: int = 
     """(train, test) loaders for a config: tensor-resident for in-memory datasets and
     ImageNet-20, a DataLoader with workers for ImageNet-100 (``cfg.loader`` chooses for
     ImageNet subsets). Both kinds take ``set_epoch(epoch, start_batch)``."""
-    per_rank = max(1, cfg.batch_size // world)
-    if cfg.dataset in D.IMAGENET_SUBSETS and _folder_loader(cfg) == "workers":
+    imagenet = cfg.dataset in D.IMAGENET_SUBSETS
+    # auto decodes ImageNet-20 (12,000 small JPEGs, a few seconds) into memory and streams
+    # ImageNet-100 (130,000 photos) through workers
+    loader = cfg.loader if cfg.loader != "auto" else "tensor" if cfg.dataset == "imagenet20" else "workers"
+    if imagenet and loader == "workers":
         if cfg.holdout:
             raise ValueError(f"holdout={cfg.holdout} needs the in-memory loader; add --set loader=tensor")
         return _imagenet_loaders(cfg, device, rank, world)
     train, test = D.load_config_data(cfg)
-    if cfg.dataset in D.IMAGENET_SUBSETS:
-        return (D.TensorLoader(train, per_rank, True, device, cfg.seed, rank, world, drop_last=True,
-                               augmentation="resized-crop"),
-                D.TensorLoader(test, 500, False, device))
-    return (D.TensorLoader(train, per_rank, True, device, cfg.seed, rank, world),
+    crop = dict(drop_last=True, augmentation="resized-crop") if imagenet else {}
+    return (D.TensorLoader(train, max(1, cfg.batch_size // world), True, device, cfg.seed, rank, world,
+                           **crop),
             D.TensorLoader(test, 500, False, device))
-
-
-def _folder_loader(cfg: Config) -> str:
-    """"tensor" or "workers": auto decodes ImageNet-20 (12,000 small JPEGs, a few seconds)
-    into memory and streams ImageNet-100 (130,000 photos) through workers."""
-    if cfg.loader != "auto":
-        return cfg.loader
-    return "tensor" if cfg.dataset == "imagenet20" else "workers"
 
 
 def _imagenet_loaders(cfg: Config, device: torch.device, rank: int, world: int):
@@ -215,20 +211,51 @@ def _imagenet_loaders(cfg: Config, device: torch.device, rank: int, world: int):
 
 # -- the loop -----------------------------------------------------------------------------
 
+@dataclass
+class Progress:
+    """How far a run has got. The first seven fields are checkpoint.pt's keys of those names;
+    the rest tell a Ctrl-C what it can save."""
+
+    epoch: int = 0                           # epochs done
+    batch: int = 0                           # batches of the next epoch done
+    partial: dict | None = None              # their sums: loss_sum, correct, n, seconds
+    history: list[dict] = field(default_factory=list)   # metrics.jsonl's rows
+    wall_s: float = 0.0
+    images: int = 0
+    train_s: float = 0.0
+    sums: Callable[[], dict] | None = None   # reads the sums at `batch` now (kept on the device)
+    safe: bool = True                        # model, optimiser and sums agree with (epoch, batch)
+    saved: tuple[int, int] | None = None     # the (epoch, batch) checkpoint.pt holds
+    saving: bool = False                     # checkpoint.pt is being written
+    stop: bool = False                       # Ctrl-C: stop after this batch
+
+    SAVED = ("epoch", "batch", "partial", "history", "wall_s", "images", "train_s")
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The fields checkpoint.pt keeps, the running sums read now."""
+        partial = self.sums() if self.sums else self.partial
+        return {k: partial if k == "partial" else getattr(self, k) for k in self.SAVED}
+
+    def finish_epoch(self, row: dict, train_s: float, images: int) -> None:
+        """Epoch ``epoch`` is done with metrics ``row``: the next one starts at its batch 0."""
+        self.epoch, self.batch, self.partial, self.sums = self.epoch + 1, 0, None, None
+        self.wall_s += row["seconds"]
+        self.train_s += train_s
+        self.images += images
+        self.history.append(row)
+
+
 def train(cfg: Config, stop_after: int | None = None) -> dict[str, Any]:
     """Train (or resume, or return the finished summary of) the run ``cfg`` describes.
 
     ``stop_after`` ends this call after that many epochs in total (the run stays
-    resumable): it is how tests and notebooks simulate an interruption.
-
-    A finished run (summary.json) whose weights are gone (neither weights.pt nor
-    checkpoint.pt, as in a clone without committed weights) or damaged is trained again
-    from scratch: the old summary is kept as summary.previous.json for comparison and the
-    new one replaces summary.json when the run ends. Ctrl-C stops after the current batch,
-    saves a checkpoint there and raises :class:`TrainingInterrupted` saying where a rerun
-    resumes (a second Ctrl-C stops at once, keeping the last checkpoint). The config, the
-    device and the memory it needs are checked before anything is written; one process
-    trains a run at a time (a second raises RunLocked naming the first).
+    resumable): it is how tests and notebooks simulate an interruption. A finished run
+    whose weights are gone or damaged is trained again from scratch (see the module's
+    docstring). Ctrl-C saves a checkpoint after the current batch and raises
+    :class:`TrainingInterrupted` saying where a rerun resumes (a second Ctrl-C stops at
+    once, keeping the last checkpoint). The config, the device and the memory it needs are
+    checked before anything is written; one process trains a run at a time (a second
+    raises RunLocked naming the first).
     """
     cfg.validate()
     device = resolve_device(cfg.device)
@@ -247,16 +274,9 @@ def _train(cfg: Config, stop_after: int | None, device: torch.device) -> dict[st
     out = run_dir(cfg)
     summary_path, ckpt_path = out / "summary.json", out / "checkpoint.pt"
     if summary_path.exists() and stop_after is None:
-        summary = read_json(summary_path, f"delete it and rerun {cli_command(cfg)} (it resumes "
-                                          f"from checkpoint.pt, or retrains)")
-        why = _unusable_weights(cfg)
-        if why is None:
-            return summary   # finished: a cache hit
-        if world > 1:
-            dist.barrier()   # every rank has read the summary before it moves
-        if rank == 0:
-            _retrain_notice(cfg, summary, why)
-            os.replace(summary_path, out / "summary.previous.json")
+        summary = _finished_summary(cfg, rank, world)
+        if summary is not None:
+            return summary
     make_dir(out)
     if rank == 0:
         sweep_stale_temps(out)
@@ -271,86 +291,91 @@ def _train(cfg: Config, stop_after: int | None, device: torch.device) -> dict[st
     train_loader, test_loader = make_loaders(cfg, device, rank, world)
     steps = len(train_loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, steps))
-    # "batch" and "partial" describe an epoch cut short by a mid-epoch checkpoint
-    state = {"epoch": 0, "batch": 0, "partial": None, "history": [], "wall_s": 0.0,
-             "images": 0, "train_s": 0.0}
-
-    saved = None   # (epoch, batch) that checkpoint.pt holds
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, cfg)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
-        state = {k: ckpt[k] for k in state}
-        saved = (state["epoch"], state["batch"])
-        if rank == 0 and state["epoch"] < cfg.epochs:
-            _say(cfg, f"resuming {out.name} at epoch {state['epoch'] + 1}/{cfg.epochs}, "
-                      f"batch {state['batch']}/{steps}")
-
+    state = _resume(ckpt_path, cfg, model, opt, sched, device) if ckpt_path.exists() else Progress()
+    if rank == 0 and state.saved is not None and state.epoch < cfg.epochs:
+        _say(cfg, f"resuming {out.name} at epoch {state.epoch + 1}/{cfg.epochs}, batch {state.batch}/{steps}")
     net: nn.Module = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    net = _compiled(net, cfg, device, rank)
+        ids = [device] if device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.compile and device.type == "cuda":
+        net = torch.compile(net)
+    elif cfg.compile and rank == 0:
+        print(f"note: compile=true is ignored on {device.type} (torch.compile is used on CUDA only)",
+              file=sys.stderr)
 
-    # where a save would resume from: `safe` while model, optimiser and sums agree with it
-    at = {"epoch": state["epoch"], "batch": state["batch"], "sums": lambda: state["partial"],
-          "safe": True, "saving": False, "stop": False}
-
-    def save(st: dict) -> None:
-        nonlocal saved
-        at["saving"] = True
-        _save(ckpt_path, model, opt, sched, cfg, st, device)
-        at["saving"] = False
-        saved = (st["epoch"], st["batch"])
+    def save() -> None:
+        """Bring checkpoint.pt up to the state (rank 0 writes it)."""
+        fields = state.checkpoint()   # reads the running sums: a NaN stops here, on every rank
+        if rank == 0:
+            state.saving = True
+            _save(ckpt_path, model, opt, sched, cfg, fields, device)
+            state.saving, state.saved = False, (fields["epoch"], fields["batch"])
 
     last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     try:
-        with inputs_unchecked(model), _deferred_interrupt(at):
-            for epoch in range(state["epoch"], last):
-                def save_partial(batch: int, partial: dict) -> None:
-                    if rank == 0:
-                        save({**state, "batch": batch, "partial": partial})
-
+        with inputs_unchecked(model), _deferred_interrupt(state):
+            for epoch in range(state.epoch, last):
                 t0 = time.perf_counter()
-                train_stats = _train_epoch(net, model, opt, sched, train_loader, epoch, cfg, device,
-                                           rank, state["batch"], state["partial"], save_partial, at)
+                stats = _train_epoch(net, opt, sched, train_loader, cfg, device, rank, state, save)
                 test_stats = evaluate(model, test_loader, device)
-                dt = time.perf_counter() - t0
-                at["safe"] = False   # the epoch's bookkeeping: resume from its checkpoint
-                state.update(epoch=epoch + 1, batch=0, partial=None)
-                state["wall_s"] += dt
-                state["train_s"] += train_stats.pop("seconds")
-                state["images"] += train_stats["images"] * world
                 row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
-                       **{f"train_{k}": v for k, v in train_stats.items()},
+                       **{f"train_{k}": v for k, v in stats.items() if k != "seconds"},
                        "test_accuracy": test_stats["accuracy"], "test_loss": test_stats["loss"],
-                       "seconds": dt}
-                state["history"].append(row)
+                       "seconds": time.perf_counter() - t0}
+                state.safe = False   # the epoch's bookkeeping: resume from its checkpoint
+                state.finish_epoch(row, stats["seconds"], stats["images"] * world)
                 if rank == 0:
                     _say(cfg, f"epoch {epoch + 1}/{cfg.epochs}: test accuracy {test_stats['accuracy']:.4f}, "
-                              f"train loss {train_stats['loss']:.4f}, {train_stats['images_per_s']:.0f} images/s")
-                    save(state)
+                              f"train loss {stats['loss']:.4f}, {stats['images_per_s']:.0f} images/s")
+                    save()
                     atomic_write_text(out / "metrics.jsonl",
-                                      "".join(json.dumps(r) + "\n" for r in state["history"]))
-                at.update(epoch=epoch + 1, batch=0, sums=lambda: None, safe=True)
-                if at["stop"]:
+                                      "".join(json.dumps(r) + "\n" for r in state.history))
+                state.safe = True
+                if state.stop:
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
-        if rank == 0 and at["safe"] and not at["saving"] and saved != (at["epoch"], at["batch"]):
-            save({**state, "epoch": at["epoch"], "batch": at["batch"], "partial": at["sums"]()})
-        raise _interrupted(cfg, ckpt_path, saved, at["saving"], steps) from None
+        if rank == 0 and state.safe and not state.saving and state.saved != (state.epoch, state.batch):
+            save()
+        raise _interrupted(cfg, ckpt_path, state, steps) from None
 
     summary = _summary(cfg, state, device, world)
-    if rank == 0 and state["epoch"] >= cfg.epochs:
+    if rank == 0 and state.epoch >= cfg.epochs:
         # the sha256 lets a clone that keeps only the summary tell a retrained model apart
         summary["weights_sha256"] = file_sha256(save_weights(cfg))
         atomic_write_text(summary_path, json.dumps(summary, indent=1))
     if world > 1:
         dist.barrier()
     return summary
+
+
+def _finished_summary(cfg: Config, rank: int, world: int) -> dict | None:
+    """The summary of a finished run that still has its model (a cache hit); else None, with
+    the summary moved to summary.previous.json and a note that the run is retrained."""
+    path = run_dir(cfg) / "summary.json"
+    summary = read_json(path, f"delete it and rerun {cli_command(cfg)} (it resumes from "
+                              f"checkpoint.pt, or retrains)")
+    why = _unusable_weights(cfg)
+    if why is None:
+        return summary
+    if world > 1:
+        dist.barrier()   # every rank has read the summary before it moves
+    if rank == 0:
+        took = summary.get("wall_s") if isinstance(summary, dict) else None
+        eta = f"about {_duration(took)} on {summary.get('device', 'its device')} last time" if took \
+            else "its duration unrecorded"
+        print(f"{run_dir(cfg)} finished before (summary.json) but {why}: retraining it from scratch "
+              f"({eta}); the old summary is kept as summary.previous.json", file=sys.stderr, flush=True)
+        os.replace(path, path.with_name("summary.previous.json"))
+    return None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _unusable_weights(cfg: Config) -> str | None:
@@ -381,68 +406,35 @@ def is_finished(cfg: Config) -> bool:
     return (run_dir(cfg) / "summary.json").exists()
 
 
-def _retrain_notice(cfg: Config, summary: dict, why: str) -> None:
-    took = summary.get("wall_s") if isinstance(summary, dict) else None
-    eta = f"about {_duration(took)} on {summary.get('device', 'its device')} last time" if took else \
-        "its duration unrecorded"
-    print(f"{run_dir(cfg)} finished before (summary.json) but {why}: retraining it from scratch "
-          f"({eta}); the old summary is kept as summary.previous.json", file=sys.stderr, flush=True)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _compiled(net: nn.Module, cfg: Config, device: torch.device, rank: int) -> nn.Module:
-    """torch.compile on CUDA when cfg.compile; elsewhere the model as it is (with a note)."""
-    if not cfg.compile:
-        return net
-    if device.type != "cuda":
-        if rank == 0:
-            print(f"note: compile=true is ignored on {device.type} (torch.compile is used on CUDA "
-                  f"only)", file=sys.stderr)
-        return net
-    return torch.compile(net)
-
-
-class _deferred_interrupt:
-    """Within the block, the first Ctrl-C (SIGINT) only sets at["stop"]: the loop stops at
+@contextmanager
+def _deferred_interrupt(state: Progress):
+    """Within the block, the first Ctrl-C (SIGINT) only sets ``state.stop``: the loop stops at
     the end of the current batch, where a checkpoint is consistent. A second one raises
     KeyboardInterrupt at once. Only in the main thread (signals are delivered there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-    def __init__(self, at: dict):
-        self.at, self.previous = at, None
-
-    def __enter__(self):
-        import signal
-        import threading
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def _handler(self, signum, frame):
-        import signal
-        self.at["stop"] = True
+    def handler(signum, frame):
+        state.stop = True
         # the second press stops at once: a process started with SIGINT ignored (a
         # background job) or at its default has no Python handler to hand back to
-        signal.signal(signal.SIGINT, self.previous if callable(self.previous) else signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous if callable(previous) else signal.default_int_handler)
         print("\nstopping after this batch (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
-    def __exit__(self, *exc):
-        import signal
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-        return False
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
-def _interrupted(cfg: Config, ckpt_path: Path, saved, unknown: bool, steps: int) -> TrainingInterrupted:
+def _interrupted(cfg: Config, ckpt_path: Path, state: Progress, steps: int) -> TrainingInterrupted:
     """The message of a Ctrl-C: where the rerun resumes, read from disk when the interrupt
     hit a checkpoint write."""
-    if unknown and ckpt_path.exists():
+    saved = state.saved
+    if state.saving and ckpt_path.exists():
         try:
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             saved = (ckpt["epoch"], ckpt["batch"])
@@ -451,46 +443,46 @@ def _interrupted(cfg: Config, ckpt_path: Path, saved, unknown: bool, steps: int)
     if saved is None:
         return TrainingInterrupted("stopped before the first checkpoint; rerun the same command "
                                    "to start again")
-    epoch, batch = saved
-    if epoch >= cfg.epochs:
+    if saved[0] >= cfg.epochs:
         return TrainingInterrupted("stopped after the last epoch; rerun the same command to write "
                                    "the summary")
-    return TrainingInterrupted(f"stopped; rerun the same command to resume from epoch {epoch + 1} "
-                               f"batch {batch} (of {cfg.epochs} epochs, {steps} batches each; "
-                               f"{ckpt_path})")
+    return TrainingInterrupted(f"stopped; rerun the same command to resume from epoch {saved[0] + 1} batch "
+                               f"{saved[1]} (of {cfg.epochs} epochs, {steps} batches each; {ckpt_path})")
 
 
-def _train_epoch(net, model, opt, sched, loader, epoch, cfg, device, rank, start_batch=0,
-                 partial=None, save_partial=None, at=None) -> dict[str, float]:
-    """One epoch from batch ``start_batch`` on; ``partial`` carries the running sums of
-    the batches before it. Calls ``save_partial`` every ``cfg.save_every_s`` seconds.
+def _train_epoch(net, opt, sched, loader, cfg: Config, device: torch.device, rank: int,
+                 state: Progress, save: Callable[[], None]) -> dict[str, float]:
+    """Epoch ``state.epoch`` from its batch ``state.batch`` on (``state.partial``: the running
+    sums of the batches before it); calls ``save()`` every ``cfg.save_every_s`` seconds.
 
     No host sync per batch: the sums stay on the device, and a non-finite loss is recorded
     on the device (the first batch that gave one) and checked every ``_CHECK_EVERY``
-    batches and before any checkpoint, so a NaN never reaches checkpoint.pt. ``at`` (the
-    resume point) is updated after every batch; training stops there when at["stop"]."""
+    batches and before any checkpoint, so a NaN never reaches checkpoint.pt. ``state`` (the
+    resume point) is updated after every batch; training stops there when ``state.stop``."""
     from tqdm.auto import tqdm
+    epoch, start, model = state.epoch, state.batch, _unwrap(net)
     net.train()
     bf16 = use_bf16(cfg.precision, device)
-    loader.set_epoch(epoch, start_batch)
-    p = partial or {"loss_sum": 0.0, "correct": 0, "n": 0, "seconds": 0.0}
+    loader.set_epoch(epoch, start)
+    p = state.partial or {"loss_sum": 0.0, "correct": 0, "n": 0, "seconds": 0.0}
     bar = tqdm(loader, desc=f"{cfg.dataset}/{cfg.model} epoch {epoch + 1}/{cfg.epochs}",
                disable=not cfg.progress or rank != 0, leave=False, unit="batch",
-               initial=start_batch, total=len(loader))
+               initial=start, total=len(loader))
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
     bad = torch.full((), -1, dtype=torch.long, device=device)   # first batch with a non-finite loss
     n, t0 = 0, time.perf_counter()
     last_save = t0
-    at = at if at is not None else {}
 
     def sums() -> dict:
         _check_finite(bad, epoch, cfg)
-        return _sums(p, loss_sum, correct, n, time.perf_counter() - t0)
+        return {"loss_sum": p["loss_sum"] + float(loss_sum), "correct": p["correct"] + int(correct),
+                "n": p["n"] + n, "seconds": p["seconds"] + (time.perf_counter() - t0)}
 
-    at.update(epoch=epoch, batch=start_batch, sums=sums, safe=True)
-    for i, (x, y) in enumerate(bar, start=start_batch):
-        at["safe"] = False   # BatchNorm statistics change in the forward
-        x, y = _layout(x.to(device, non_blocking=True), device.type == "cuda" or bf16), y.to(device, non_blocking=True)
+    state.sums, state.safe = sums, True
+    for i, (x, y) in enumerate(bar, start=start):
+        state.safe = False   # BatchNorm statistics change in the forward
+        x = _layout(x.to(device, non_blocking=True), device.type == "cuda" or bf16)
+        y = y.to(device, non_blocking=True)
         with _autocast(device, bf16):
             scores = net(x)
         loss = model.loss(scores, y)
@@ -502,19 +494,19 @@ def _train_epoch(net, model, opt, sched, loader, epoch, cfg, device, rank, start
         loss_sum += loss.detach() * len(y)
         correct += (scores.detach().argmax(1) == y).sum()
         n += len(y)
-        at.update(batch=i + 1, safe=True)
+        state.batch, state.safe = i + 1, True
         now = time.perf_counter()
         if i % _CHECK_EVERY == 0:
             _check_finite(bad, epoch, cfg)
             if not bar.disable:
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}", img_s=f"{n / (now - t0):.0f}")
-        if save_partial is not None and now - last_save > cfg.save_every_s and i + 1 < len(loader):
-            save_partial(i + 1, sums())
+        if now - last_save > cfg.save_every_s and i + 1 < len(loader):
+            save()
             last_save = now
-        if at.get("stop"):
+        if state.stop:
             raise KeyboardInterrupt
     total = sums()
-    at["sums"] = lambda: total
+    state.sums = lambda: total
     return {"loss": total["loss_sum"] / total["n"], "accuracy": total["correct"] / total["n"],
             "images": total["n"], "images_per_s": total["n"] / total["seconds"],
             "seconds": total["seconds"]}
@@ -532,26 +524,37 @@ def _check_finite(bad: torch.Tensor, epoch: int, cfg: Config) -> None:
             f"(lr={cfg.lr:g}), e.g. --set lr={cfg.lr / 10:g}")
 
 
-def _sums(p: dict, loss_sum, correct, n: int, seconds: float) -> dict:
-    return {"loss_sum": p["loss_sum"] + float(loss_sum), "correct": p["correct"] + int(correct),
-            "n": p["n"] + n, "seconds": p["seconds"] + seconds}
-
-
-def _save(path, model, opt, sched, cfg, state, device) -> None:
+def _save(path, model, opt, sched, cfg, fields: dict, device) -> None:
+    """Write checkpoint.pt atomically: model, optimiser, scheduler, RNG and the run's
+    :class:`Progress` fields."""
     ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "config": cfg.to_dict(), "config_hash": cfg.hash(), **state}
+            "config": cfg.to_dict(), "config_hash": cfg.hash(), **fields}
     atomic_write_bytes(path, lambda f: torch.save(ckpt, f))
 
 
-def _summary(cfg: Config, state: dict, device: torch.device, world: int) -> dict[str, Any]:
-    h = state["history"]
+def _resume(path: Path, cfg: Config, model, opt, sched, device: torch.device) -> Progress:
+    """Load what :func:`_save` wrote into model, optimiser, scheduler and RNG; the progress."""
+    ckpt = load_checkpoint(path, cfg)
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    torch.set_rng_state(ckpt["rng_cpu"])
+    if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
+    state = Progress(**{k: ckpt[k] for k in Progress.SAVED})
+    state.saved = (state.epoch, state.batch)
+    return state
+
+
+def _summary(cfg: Config, state: Progress, device: torch.device, world: int) -> dict[str, Any]:
+    h = state.history
     return {"run": cfg.run_name(), "profile": cfg.profile, "dataset": cfg.dataset, "model": cfg.model,
             "recipe": cfg.recipe, "accuracy": h[-1]["test_accuracy"] if h else None,
             "best_accuracy": max((r["test_accuracy"] for r in h), default=None),
-            "epochs": state["epoch"], "wall_s": state["wall_s"],
-            "images_per_s": state["images"] / state["train_s"] if state["train_s"] else None,
+            "epochs": state.epoch, "wall_s": state.wall_s,
+            "images_per_s": state.images / state.train_s if state.train_s else None,
             "config": cfg.to_dict(), "config_hash": cfg.hash(), "commit": git_commit(),
             "device": str(device), "precision": "bf16" if use_bf16(cfg.precision, device) else "fp32",
             "world_size": world, "torch": torch.__version__,
@@ -606,14 +609,14 @@ def load_trained(cfg: Config, device: str | torch.device = "cpu") -> Classifier:
         path = folder / "weights.pt"   # eval needs only the finished run's weights
         weights = load_checkpoint(path, cfg)["model"]
     want = model.state_dict()
-    missing = [k for k in want if k not in weights]
-    extra = [k for k in weights if k not in want]
+    missing, extra = [k for k in want if k not in weights], [k for k in weights if k not in want]
     if missing or extra:
+        def some(keys: list[str]) -> str:
+            return ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
         raise CheckpointError(
-            f"{path} does not match the model: {len(missing)} key(s) missing "
-            f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}), {len(extra)} "
-            f"unexpected ({', '.join(extra[:4])}{', ...' if len(extra) > 4 else ''}); it was "
-            f"written by another version of facnn or damaged: {_rebuild(path, cfg)}")
+            f"{path} does not match the model: {len(missing)} key(s) missing ({some(missing)}), "
+            f"{len(extra)} unexpected ({some(extra)}); it was written by another version of facnn "
+            f"or damaged: {_rebuild(path, cfg)}")
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:   # a shape that differs
