@@ -25,15 +25,14 @@ def _kind(value: Any) -> str:
 def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
     """An int in [lo, hi] (either bound may be None). Refuses bools, floats with a fraction,
     and strings such as "1000" (write 1000 without quotes)."""
-    if isinstance(value, bool) or isinstance(value, str) or not isinstance(value, numbers.Integral):
-        if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
-            value = int(value)     # 3.0 -> 3, numpy integers, 0-d tensors
-        elif isinstance(value, str):
-            raise TypeError(f"{name}={value!r} is a string; give an int without quotes, e.g. "
-                            f"{name}={value.strip() if value.strip().lstrip('-').isdigit() else 3}")
-        else:
-            raise TypeError(f"{name}={value!r} ({_kind(value)}) must be an int, e.g. {name}="
-                            f"{lo if lo is not None else 1}")
+    if isinstance(value, str):
+        raise TypeError(f"{name}={value!r} is a string; give an int without quotes, e.g. "
+                        f"{name}={value.strip() if value.strip().lstrip('-').isdigit() else 3}")
+    # ints, numpy integers and whole reals (3.0, 0-d tensors) pass, as an int
+    if isinstance(value, bool) or not (isinstance(value, numbers.Integral) or (
+            isinstance(value, numbers.Real) and float(value).is_integer())):
+        raise TypeError(f"{name}={value!r} ({_kind(value)}) must be an int, e.g. {name}="
+                        f"{lo if lo is not None else 1}")
     value = int(value)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ValueError(f"{name}={value} must be {_range(lo, hi)}")
@@ -132,6 +131,7 @@ def check_tensor(name: str, x: Any):
 
 def check_images(x: Any, name: str = "x"):
     """A non-empty float batch of images (B, 3, H, W), normalised with the dataset's stats."""
+    import torch
     x = check_tensor(name, x)
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"expected a batch of images (B, 3, H, W) for {name}, got "
@@ -142,26 +142,11 @@ def check_images(x: Any, name: str = "x"):
     if not x.is_floating_point():
         raise TypeError(f"{name} has dtype {x.dtype}; expected float images normalised with the "
                         f"dataset's mean and std: use facnn.data.normalise({name})")
-    import torch
     if x.dtype != torch.get_default_dtype():   # the models' weights are (float32 unless set)
         raise TypeError(f"{name} has dtype {x.dtype} but facnn's models compute in "
                         f"{torch.get_default_dtype()}; convert it with {name}.float() (a float64 model "
                         f"wants torch.set_default_dtype(torch.float64))")
     return x
-
-
-def check_maps(maps: Any, name: str = "maps", batch: int | None = None):
-    """Float saliency maps (B, M, h, w), non-empty, for ``batch`` images when given."""
-    maps = check_tensor(name, maps)
-    if maps.dim() != 4:
-        raise ValueError(f"{name} must have shape (B, M, h, w), got {tuple(maps.shape)}")
-    if maps.numel() == 0:
-        raise ValueError(f"{name} is empty, shape {tuple(maps.shape)}")
-    if batch is not None and maps.shape[0] != batch:
-        raise ValueError(f"{name} are for {maps.shape[0]} images but {batch} images were given")
-    if not maps.is_floating_point():
-        raise TypeError(f"{name} has dtype {maps.dtype}; maps are floats: use {name}.float()")
-    return maps
 
 
 def check_labels(y: Any, n: int, num_classes: int | None = None, name: str = "labels"):

@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import json
 import shlex
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -27,6 +27,11 @@ MODELS = ("fa-pool", "fa-linear", "vanilla", "resnet18", "resnet50")
 DATASETS = ("cifar10", "cifar100", "imagenet100", "imagenet20", "shapes")
 RECIPES = ("minimal", "standard")
 DEVICES = ("auto", "cpu", "cuda", "mps", "xpu")
+# The values of each field that names one of a few choices
+CHOICES = {"profile": PROFILES, "dataset": DATASETS, "model": MODELS, "recipe": RECIPES,
+           "block": ("single", "double"), "stem": ("none", "imagenet"),
+           "resnet_form": ("cifar", "torchvision"), "schedule": ("cosine", "multistep", "step"),
+           "precision": ("auto", "bf16", "fp32"), "loader": ("auto", "tensor", "workers")}
 MAX_LR = 1000.0
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet100": 100, "imagenet20": 20, "shapes": 10}
 # ImageNet subsets (ImageFolder layout, the ImageNet stem): their native image size
@@ -122,16 +127,7 @@ class Config:
 
     def validate(self) -> "Config":
         """Raise ValueError naming the problem and the fix; return self when fine."""
-        check_choice("profile", self.profile, PROFILES)
-        check_choice("dataset", self.dataset, DATASETS)
-        check_choice("model", self.model, MODELS)
-        check_choice("recipe", self.recipe, RECIPES)
-        check_choice("block", self.block, ("single", "double"))
-        check_choice("stem", self.stem, ("none", "imagenet"))
-        check_choice("resnet_form", self.resnet_form, ("cifar", "torchvision"))
-        check_choice("schedule", self.schedule, ("cosine", "multistep", "step"))
-        check_choice("precision", self.precision, ("auto", "bf16", "fp32"))
-        check_choice("loader", self.loader, ("auto", "tensor", "workers"))
+        check_names(**{name: getattr(self, name) for name in CHOICES})
         self._validate_numbers()
         # options of one data source that another would silently ignore (and hash)
         if self.subset is not None and self.dataset not in ("cifar10", "cifar100"):
@@ -157,7 +153,7 @@ class Config:
             check_int(name, getattr(self, name), lo)
         if self.width is not None:
             check_int("width", self.width, 1)
-        # above this the first step overflows float32 weights (lr=1e308 failed deep in torch)
+        # above this the first step overflows float32 weights (lr=1e308 would fail deep in torch)
         check_float("lr", self.lr, 0.0, lo_open=True)
         check_float("lr", self.lr, hi=MAX_LR)
         check_float("momentum", self.momentum, 0.0, 1.0, hi_open=True)
@@ -179,6 +175,12 @@ def run_dir(cfg: Config) -> Path:
     """``<out_dir>/<profile>/<dataset>-<model>-<config hash>``: the folder a run writes
     (facnn.train), the plan checks and the book reads."""
     return Path(cfg.out_dir) / cfg.profile / cfg.run_name()
+
+
+def check_names(**values: Any) -> None:
+    """Each value one of CHOICES[its name], e.g. check_names(profile="cpu", model="vanilla")."""
+    for name, value in values.items():
+        check_choice(name, value, CHOICES[name])
 
 
 def check_device(device: str) -> None:
@@ -243,9 +245,7 @@ def preset(profile: str = "cpu", dataset: str = "cifar10", model: str = "fa-pool
     ``recipe`` defaults to "minimal" (the top rows of Table 1); "standard" gives the
     ResNet rows at the bottom.
     """
-    check_choice("profile", profile, PROFILES)
-    check_choice("dataset", dataset, DATASETS)
-    check_choice("model", model, MODELS)
+    check_names(profile=profile, dataset=dataset, model=model)
     p = _PROFILE[profile]
     epochs = p["epochs"][dataset]
     base: dict[str, Any] = dict(profile=profile, dataset=dataset, model=model, depth=p["depth"],
@@ -269,8 +269,7 @@ def lr_sweep(profile: str, model: str = "fa-pool", dataset: str | None = None) -
     per learning rate: same grid, subset and epochs for every model, and the rates by which
     the grid was extended for a model whose best lay on its top edge (SWEEP "extend").
     With ``dataset``, that dataset's held-out sweep (HELDOUT_SWEEP)."""
-    check_choice("profile", profile, PROFILES)
-    check_choice("model", model, MODELS)
+    check_names(profile=profile, model=model)
     if dataset is not None:
         heldout = HELDOUT_SWEEP.get(profile, {})
         if dataset not in heldout:
@@ -295,7 +294,7 @@ def sweep_probes(profile: str, model: str = "fa-pool") -> list[Config]:
 def table1_cells(profile: str, dataset: str) -> list[tuple[str, str]]:
     """(model, recipe) of each Table 1 row, in the paper's order. ImageNet-20 (our 84x84
     stand-in for ImageNet-100 on CPUs) has the minimal-recipe rows up to ResNet-18."""
-    check_choice("dataset", dataset, DATASETS)
+    check_names(dataset=dataset)
     return TABLE1_CELLS[:4] if dataset == "imagenet20" else list(TABLE1_CELLS)
 
 
@@ -333,9 +332,8 @@ def cli_command(cfg: Config, cmd: str = "train", checkout: bool = False) -> str:
     run (the book's): the fields that only say where or how a run happens are left out, and
     a folder is named only when it is not the checkout's own (the book passes them resolved)."""
     base = preset(cfg.profile, cfg.dataset, cfg.model, cfg.recipe)
-    names = [f.name for f in fields(Config) if f.name not in ("profile", "dataset", "model")]
+    names = [f.name for f in fields(Config) if f.name not in ("profile", "dataset", "model", "recipe")]
     diff = {k: getattr(cfg, k) for k in names if getattr(cfg, k) != getattr(base, k)}
-    diff.pop("recipe", None)
     # an epochs override re-derives the recipe's milestones; spell out what still differs
     back = preset(cfg.profile, cfg.dataset, cfg.model, cfg.recipe, **diff)
     diff.update({k: getattr(cfg, k) for k in names if getattr(back, k) != getattr(cfg, k)})
@@ -365,6 +363,9 @@ def _cli_value(v: Any) -> str:
     return str(v)
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _coerce(name: str, typ: Any, value: Any) -> Any:
     t = str(typ)
     try:
@@ -378,21 +379,17 @@ def _coerce(name: str, typ: Any, value: Any) -> Any:
                 value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
             return tuple(int(v) for v in value)
         if t.startswith("bool"):
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
+            if not isinstance(value, str):
+                return bool(value)
+            if value.lower() not in _TRUE + _FALSE:
                 raise ValueError("expected true or false")
-            return bool(value)
+            return value.lower() in _TRUE
         if t.startswith("int"):
             if isinstance(value, str) and not value.strip().lstrip("+-").isdigit():
                 value = float(value)     # "1e4" is an int too
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError("expected an integer")
             return int(value)
-        if t.startswith("float"):
-            return float(value)
-        return str(value)
+        return float(value) if t.startswith("float") else str(value)
     except (TypeError, ValueError) as e:
         raise ValueError(f"bad value {value!r} for {name} ({t}): {e}") from None

@@ -1,4 +1,4 @@
-"""Files: atomic writes, stale temp files, JSON that may be truncated, the git commit.
+"""Files: atomic writes, stale temp files, run locks, JSON that may be truncated, the git commit.
 
 Every file a run writes goes through :func:`atomic_write_bytes`: a temp file beside the
 target (``.<name>.tmp<PID>``), flushed, fsynced, then renamed over the target, so a kill
@@ -18,20 +18,23 @@ import os
 import re
 import subprocess
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable
 
 _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 _TEMP = re.compile(r"^\..+\.tmp(\d+)$")
+OUT_DIR_HINT = "--set out_dir=DIR (out_dir=... in Python)"
+_REWRITE = "delete it and rerun the command that wrote it"
 
 
 class StorageError(OSError):
     """A file could not be written; the message names the path and the fix."""
 
 
-OUT_DIR_HINT = "--set out_dir=DIR (out_dir=... in Python)"
+class RunLocked(RuntimeError):
+    """Another process holds the lock of a run folder; the message names it."""
 
 
 def storage_error(path: Path | str, e: OSError, hint: str = OUT_DIR_HINT) -> StorageError:
@@ -53,8 +56,6 @@ def make_dir(path: Path | str, hint: str = OUT_DIR_HINT) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except StorageError:
-        raise
     except OSError as e:
         raise storage_error(path, e, hint) from None
     return path
@@ -84,7 +85,6 @@ def atomic_write_bytes(path: Path | str, write: Callable[[Any], Any], hint: str 
     temp file behind."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    done = False
     try:
         with open(tmp, "wb") as raw:
             f = _Recorded(raw)
@@ -97,21 +97,16 @@ def atomic_write_bytes(path: Path | str, write: Callable[[Any], Any], hint: str 
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
-        done = True
-    except StorageError:
+    except BaseException as e:     # Ctrl-C included: no temp file stays behind
+        with suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError) and not isinstance(e, StorageError):
+            raise storage_error(path, e, hint) from None
         raise
-    except OSError as e:
-        raise storage_error(path, e, hint) from None
-    finally:
-        if not done:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
 
 
-class RunLocked(RuntimeError):
-    """Another process holds the lock of a run folder; the message names it."""
+def atomic_write_text(path: Path | str, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
 @contextmanager
@@ -145,24 +140,32 @@ def run_lock(folder: Path | str, what: str = "trained"):
             break
         f.close()
     try:
-        try:   # who holds it, for the message of the next one; the lock works without it
+        # who holds it, for the message of the next one; the lock works without it
+        with suppress(OSError):
             f.seek(0)
             f.truncate()
             f.write(f"process {os.getpid()} (since {time.strftime('%H:%M:%S')})")
             f.flush()
-        except OSError:
-            pass
         yield
     finally:
-        try:
+        with suppress(OSError):
             path.unlink()
-        except OSError:
-            pass
         f.close()
 
 
-def atomic_write_text(path: Path | str, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+def sweep_stale_temps(folder: Path | str) -> list[Path]:
+    """Remove ``.<name>.tmp<PID>`` files in ``folder`` whose process is gone (left by a
+    SIGKILL mid-write). Returns the removed paths."""
+    folder, removed = Path(folder), []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TEMP.match(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            with suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def _alive(pid: int) -> bool:
@@ -170,27 +173,9 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
-        return True     # exists but belongs to someone else (or we cannot tell): keep
+    except OSError:
+        pass    # exists but belongs to someone else (or we cannot tell): keep
     return True
-
-
-def sweep_stale_temps(folder: Path | str) -> list[Path]:
-    """Remove ``.<name>.tmp<PID>`` files in ``folder`` whose process is gone (left by a
-    SIGKILL mid-write). Returns the removed paths."""
-    removed = []
-    folder = Path(folder)
-    if not folder.is_dir():
-        return removed
-    for p in folder.iterdir():
-        m = _TEMP.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
-            try:
-                p.unlink()
-                removed.append(p)
-            except OSError:
-                pass
-    return removed
 
 
 def read_json(path: Path | str, fix: str | None = None) -> Any:
@@ -202,13 +187,12 @@ def read_json(path: Path | str, fix: str | None = None) -> Any:
         return json.loads(text)
     except ValueError as e:
         raise ValueError(f"{path} is truncated or not valid JSON ({e.msg} at line {e.lineno}); "
-                         f"{fix or 'delete it and rerun the command that wrote it'}") from None
+                         f"{fix or _REWRITE}") from None
 
 
 def read_jsonl(path: Path | str, fix: str | None = None) -> list[Any]:
     """One JSON value per line, with the same errors as :func:`read_json`."""
-    path = Path(path)
-    rows = []
+    path, rows = Path(path), []
     for i, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -216,7 +200,7 @@ def read_jsonl(path: Path | str, fix: str | None = None) -> list[Any]:
             rows.append(json.loads(line))
         except ValueError as e:
             raise ValueError(f"{path} line {i} is truncated or not valid JSON ({e.msg}); "
-                             f"{fix or 'delete it and rerun the command that wrote it'}") from None
+                             f"{fix or _REWRITE}") from None
     return rows
 
 

@@ -94,17 +94,14 @@ def unplanes(grey: np.ndarray) -> np.ndarray:
     return np.stack([grey[c * h:(c + 1) * h] for c in range(3)], -1)
 
 
-def encode_lossy(sheet: np.ndarray, quality: int) -> bytes:
+def encode(sheet: np.ndarray, quality: int | None = None) -> bytes:
+    """An RGB sheet as WebP: its planes in greyscale at ``quality``, or lossless RGB (None)."""
     from PIL import Image
     buf = io.BytesIO()
-    Image.fromarray(planes(sheet), "L").save(buf, "WEBP", quality=int(quality), method=LOSSY_METHOD)
-    return buf.getvalue()
-
-
-def encode_lossless(sheet: np.ndarray) -> bytes:
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(sheet, "RGB").save(buf, "WEBP", **LOSSLESS)
+    if quality is None:
+        Image.fromarray(sheet, "RGB").save(buf, "WEBP", **LOSSLESS)
+    else:
+        Image.fromarray(planes(sheet), "L").save(buf, "WEBP", quality=int(quality), method=LOSSY_METHOD)
     return buf.getvalue()
 
 
@@ -181,7 +178,7 @@ def choose_quality(train_sheets: list[np.ndarray], budget_bytes: float,
     scale = sum(s.shape[0] for s in train_sheets) / sum(s.shape[0] for s in picked)
 
     def estimate(q: int) -> float:
-        return scale * sum(len(b) for b in _map(lambda s: encode_lossy(s, q), picked))
+        return scale * sum(len(b) for b in _map(lambda s: encode(s, q), picked))
 
     lo, hi = QUALITY_RANGE
     if estimate(lo) > budget_bytes:
@@ -206,12 +203,13 @@ def pack(dataset: str, out: str | Path, max_mb: float = 50.0, source: str | Path
         raise PackError(f"--max-mb {max_mb} must be a positive number of MB, e.g. --max-mb 50")
     src = Path(source) if source else Path("data") / f"{dataset}.npz"
     a = _arrays(src)
-    _check_labels(a, dataset, src, f"pack it as {_named_by(len(a['classes']))}")
+    n = len(a["classes"])
+    named = next((d for d, c in NUM_CLASSES.items() if c == n), f"a {n}-class dataset")
+    _check_labels(a, dataset, src, f"pack it as {named}")
     out = make_dir(out, HINT)
     files: dict[str, bytes] = {}
 
-    test_sheets = tile(a["x_test"])
-    for i, b in enumerate(_map(encode_lossless, test_sheets)):
+    for i, b in enumerate(_map(encode, tile(a["x_test"]))):
         files[f"test-{i:02d}.webp"] = b
     buf = io.BytesIO()
     np.savez(buf, y_train=a["y_train"].astype(np.int64), y_test=a["y_test"].astype(np.int64),
@@ -226,7 +224,7 @@ def pack(dataset: str, out: str | Path, max_mb: float = 50.0, source: str | Path
     train_sheets = tile(a["x_train"])
     quality, _ = choose_quality(train_sheets, budget * 0.98)
     while True:
-        encoded = _map(lambda s: encode_lossy(s, quality), train_sheets)
+        encoded = _map(lambda s: encode(s, quality), train_sheets)
         if sum(len(b) for b in encoded) <= budget or quality <= QUALITY_RANGE[0]:
             break
         quality -= 2
@@ -258,7 +256,6 @@ def pack(dataset: str, out: str | Path, max_mb: float = 50.0, source: str | Path
         "max_mb": max_mb,
         "size_bytes": sum(len(b) for b in files.values()),   # every file but manifest.json
         "checksums": {n: sha256(b) for n, b in sorted(files.items())},
-        "seconds": 0.0,
     }
     manifest["seconds"] = round(time.perf_counter() - t0, 1)
     _write(out / "manifest.json", json.dumps(manifest, indent=1).encode())
@@ -268,10 +265,6 @@ def pack(dataset: str, out: str | Path, max_mb: float = 50.0, source: str | Path
 
 def _write(path: Path, data: bytes) -> None:
     atomic_write_bytes(path, lambda f: f.write(data), HINT)
-
-
-def _named_by(n_classes: int) -> str:
-    return next((d for d, n in NUM_CLASSES.items() if n == n_classes), f"a {n_classes}-class dataset")
 
 
 def _check_labels(a: dict[str, np.ndarray], dataset: str, where: Any, fix: str) -> None:
@@ -290,6 +283,9 @@ def _check_labels(a: dict[str, np.ndarray], dataset: str, where: Any, fix: str) 
 # -- unpack ----------------------------------------------------------------------------------
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The pack's manifest, checked for what unpack relies on: a known dataset (it names the
+    output file), plain file names (no folders: nothing is read or written outside the pack
+    and --out), and a checksum for every file it reads."""
     folder = Path(folder)
     path = folder / "manifest.json"
     if not path.exists():
@@ -302,14 +298,6 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise PackError(f"{path} has format {m.get('format') if isinstance(m, dict) else None!r}, "
                         f"this facnn reads {FORMAT}")
-    _check_manifest(m, path)
-    return m
-
-
-def _check_manifest(m: dict[str, Any], path: Path) -> None:
-    """The fields unpack relies on: a known dataset (it names the output file), plain file
-    names (no folders: nothing is read or written outside the pack and --out), and a
-    checksum for every file it reads."""
     fix = "the pack is damaged or was edited; copy it again or re-create it with python -m facnn data pack"
     if m.get("dataset") not in DATASETS:
         raise PackError(f"{path} names dataset {m.get('dataset')!r}, not one of {', '.join(DATASETS)}; {fix}")
@@ -328,6 +316,7 @@ def _check_manifest(m: dict[str, Any], path: Path) -> None:
     unchecked = [n for n in names if n not in sums]
     if unchecked:
         raise PackError(f"{path} has no checksum for {', '.join(unchecked)}; {fix}")
+    return m
 
 
 def verify(folder: str | Path, manifest: dict[str, Any] | None = None) -> dict[str, bytes]:
@@ -384,13 +373,9 @@ def unpack(folder: str | Path, out: str | Path = "data") -> Path:
 
 def write_npz(arrays: dict[str, np.ndarray], out: str | Path, dataset: str) -> Path:
     """``out/<dataset>.npz`` with the keys facnn.data reads, written atomically."""
-    if dataset not in DATASETS:
+    if dataset not in DATASETS:   # it names the file: so nothing is written outside out
         raise PackError(f"cannot write {dataset!r}: a pack holds cifar10 or cifar100")
-    out = Path(out)
-    target = out / f"{dataset}.npz"
-    if target.parent.resolve() != out.resolve():
-        raise PackError(f"{target} lies outside --out {out}; nothing was written")
-    make_dir(out, HINT)
+    target = make_dir(out, HINT) / f"{dataset}.npz"
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     _write(target, buf.getvalue())

@@ -1,12 +1,10 @@
 """The runs a profile's book needs, what they cost, and which are done.
 
 ``python -m facnn plan --profile paper`` lists every training run behind the book at a
-profile, as :mod:`facnn.experiments` tables them: the Table 1 cells of each of the profile's
-datasets at their seeds, chapter 01's shared-rate runs, the chapters' models, and the
-learning-rate sweeps of the minimal recipe (:func:`facnn.config.lr_sweep`), deduplicated by
-config hash. For each run: its size (parameters, forward FLOPs per image), the images it
-trains on, an estimate of its hours on a device, whether
-``results/<profile>/<run>/summary.json`` exists, and the command that trains it.
+profile (:func:`book_configs`, from :mod:`facnn.experiments`' tables): for each, its size
+(parameters, forward FLOPs per image), the images it trains on, an estimate of its hours on
+a device, whether ``results/<profile>/<run>/summary.json`` exists, and the command that
+trains it.
 
 Hours (the cost model). A training step costs about 3x the forward FLOPs (forward, and a
 backward of twice the forward), evaluation 1x, so
@@ -14,15 +12,9 @@ backward of twice the forward), evaluation 1x, so
     hours = (3 F n_train E + F n_test E) / (rate x 3600)
 
 with F the forward FLOPs of one image (facnn.info.count_flops), E epochs, and ``rate`` the
-sustained FLOP/s of training on the device, looked up by (device kind, precision, size
-class) in :func:`throughput_table`. Its figures are derived from the measured benchmarks
-(``results/benchmarks/*.json``: ``make bench``; ``results/gpu/*.json``: ``make gpu-check``)
-when present, each with its source; the H200 figures are stated assumptions until a GPU
-check has run. With ``--measure`` the rate of each distinct architecture is instead timed
-on this machine (:func:`measure_images_per_s`, a few real training steps).
-
-This module imports only facnn.config, facnn.experiments, facnn.models, facnn.info, torch
-and the standard library (facnn.train lazily, to time and to run steps).
+sustained training FLOP/s of the device (:func:`throughput_table`: measured benchmarks where
+present, each with its source, stated assumptions elsewhere). With ``--measure`` each
+distinct architecture is timed on this machine instead (:func:`measure_images_per_s`).
 """
 from __future__ import annotations
 
@@ -31,19 +23,17 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import torch
 
 from . import info
-from .checks import check_batch_size
-from .config import (Config, apply_overrides, cli_command, lr_sweep, preset, run_dir,
+from .checks import check_batch_size, check_choice
+from .config import (ROOT, Config, apply_overrides, cli_command, lr_sweep, preset, run_dir,
                      sweep_probes)
 from .experiments import (CHAPTER_MODELS, CHAPTER_OVERRIDES, HELDOUT_SWEEP, IMAGENET, MINIMAL_LR,
                           PLAN, SEED_OVERRIDES, SEEDS, SWEEP_MODELS)
 from .models import model_from_config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # -- the runs the book reads (facnn.book.runs.Runs reads them through run_config) -----------
 
@@ -88,33 +78,26 @@ def book_configs(profile: str, out_dir: str | Path = "results",
     at MINIMAL_LR), "chapters" (the models the attribution chapters analyse) and "sweep"
     (the learning-rate sweeps and the runs beside them). ``datasets`` restricts the first
     three."""
-    if profile not in PLAN:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PLAN)}")
+    check_choice("profile", profile, PLAN)
     where = {"out_dir": str(out_dir)}
     cells = [(d, m, r) for d, m, r in PLAN[profile] if datasets is None or d in datasets]
     seeds = SEEDS[profile]
-    found: list[tuple[str, Config]] = []
-    for d, m, r in cells:
-        found += [("table1", run_config(profile, d, m, r, s, **where)) for s in seeds.get(d, (0,))]
-    for d, m, r in cells:
-        if r == "minimal":
-            found += [("shared lr", run_config(profile, d, m, r, s, lr=MINIMAL_LR, **where))
-                      for s in seeds.get(d, (0,))]
+    found = [("table1", run_config(profile, d, m, r, s, **where))
+             for d, m, r in cells for s in seeds.get(d, (0,))]
+    found += [("shared lr", run_config(profile, d, m, r, s, lr=MINIMAL_LR, **where))
+              for d, m, r in cells if r == "minimal" for s in seeds.get(d, (0,))]
     roles = {"first": PLAN[profile][0][0], "imagenet": IMAGENET[profile]}
     for role, models in CHAPTER_MODELS.items():
         if datasets is None or roles[role] in datasets:
             found += [("chapters", run_config(profile, roles[role], m, **where)) for m in models]
     for model in SWEEP_MODELS:
         held = [c for d in HELDOUT_SWEEP.get(profile, {}) for c in lr_sweep(profile, model, d)]
-        for cfg in [*lr_sweep(profile, model), *sweep_probes(profile, model), *held]:
-            found.append(("sweep", apply_overrides(cfg, where)))
-    seen: set[str] = set()
-    out = []
+        found += [("sweep", apply_overrides(cfg, where))
+                  for cfg in [*lr_sweep(profile, model), *sweep_probes(profile, model), *held]]
+    unique: dict[str, tuple[str, Config]] = {}
     for kind, cfg in found:
-        if cfg.hash() not in seen:
-            seen.add(cfg.hash())
-            out.append((kind, cfg))
-    return out
+        unique.setdefault(cfg.hash(), (kind, cfg))
+    return list(unique.values())
 
 
 def train_images(cfg: Config) -> int:
@@ -147,16 +130,15 @@ def _subset_count(subset: str, which: int, classes: int) -> int:
 
 # -- size -------------------------------------------------------------------------------
 
-_ARCH_FIELDS = ("model", "dataset", "depth", "maps_per_class", "width", "pool_every", "block",
-                "stem", "eps", "resnet_form", "resnet_width", "image_size")
+_ARCH_FIELDS = ("model", "depth", "maps_per_class", "width", "pool_every", "block", "stem", "eps",
+                "resnet_form", "resnet_width", "image_size")
 _SIZE_CACHE: dict[tuple, tuple[int, int]] = {}
 
 
 def architecture(cfg: Config) -> tuple:
     """What fixes a run's network and input size (many runs share one)."""
-    d = cfg.to_dict()
-    return tuple((k, d[k]) for k in _ARCH_FIELDS if k != "dataset") + \
-        (("classes", cfg.num_classes), ("input", info.input_size(cfg)))
+    return (*((k, getattr(cfg, k)) for k in _ARCH_FIELDS),
+            ("classes", cfg.num_classes), ("input", info.input_size(cfg)))
 
 
 def size(cfg: Config) -> tuple[int, int]:
@@ -176,16 +158,22 @@ def size(cfg: Config) -> tuple[int, int]:
 
 # -- throughput ---------------------------------------------------------------------------
 
-@dataclass
-class Rate:
+class Rate(NamedTuple):
     """Sustained training FLOP/s (3 x forward FLOPs per image x images/s) and where it comes from."""
-
     flops_per_s: float
     source: str
 
 
 def size_class(gflops: float) -> str:
     return "small" if gflops < SMALL_GFLOP else "large"
+
+
+# The training benchmarks (make bench: FA-CNN steps on 2 busy cores) behind the cpu-2core
+# figures: (precision, size class) -> (case, method); the size classes are profile cpu's
+# FA-CNN (N=9, K=40) and profile paper's (N=24, K=200)
+_CPU_CASES = {("fp32", "small"): ("train cpu size, eager", "fa-cnn"),
+              ("fp32", "large"): ("train paper size, eager", "fa-cnn"),
+              ("bf16", "small"): ("train cpu size, fp32 vs bf16", "bf16 channels_last")}
 
 
 def _bench_rate(doc: dict, case: str, method: str) -> float | None:
@@ -195,67 +183,50 @@ def _bench_rate(doc: dict, case: str, method: str) -> float | None:
     return None
 
 
-def _gflops_of_profile(profile: str) -> float:
-    return size(preset(profile, "cifar10", "fa-pool"))[1] / 1e9
-
-
 def throughput_table(root: str | Path = ROOT) -> dict[str, dict[tuple[str, str], Rate]]:
     """{device kind: {(precision, size class): Rate}} from the benchmark files under
     ``root/results``, with stated assumptions where nothing is measured.
 
-    cpu-2core: ``results/benchmarks/cpu-2core*.json`` (``make bench``, FA-CNN training steps
-    on 2 busy cores): fp32 small = "train cpu size, eager" (N=9, K=40), fp32 large =
-    "train paper size, eager" (N=24, K=200), bf16 small = "train cpu size, fp32 vs bf16" /
-    "bf16 channels_last", bf16 large = fp32 large x the measured bf16/fp32 ratio.
+    cpu-2core: the first ``results/benchmarks/cpu-2core*.json`` (``make bench``), the cases
+    of _CPU_CASES; bf16 large = fp32 large x the measured bf16/fp32 ratio at the small size.
     h200: ``results/gpu/*.json`` (``make gpu-check``: paper-size FA-CNN, bf16) when present,
     else the bf16 peak x an assumed fraction (H200_ASSUMED_FRACTION).
     """
     root = Path(root)
-    table: dict[str, dict[tuple[str, str], Rate]] = {k: {} for k in DEVICE_KINDS}
-    for path in sorted((root / "results" / "benchmarks").glob("cpu-2core*.json")):
-        doc = json.loads(path.read_text())
-        rel = path.relative_to(root)
-        small_f, large_f = _gflops_of_profile("cpu") * 3e9, _gflops_of_profile("paper") * 3e9
-        fp32_s = _bench_rate(doc, "train cpu size, eager", "fa-cnn")
-        fp32_l = _bench_rate(doc, "train paper size, eager", "fa-cnn")
-        f32 = _bench_rate(doc, "train cpu size, fp32 vs bf16", "fp32")
-        b16 = _bench_rate(doc, "train cpu size, fp32 vs bf16", "bf16 channels_last")
-        if fp32_s:
-            table["cpu-2core"][("fp32", "small")] = Rate(
-                fp32_s * small_f, f"{rel}: 'train cpu size, eager' fa-cnn {fp32_s:.1f} images/s x 3 x "
-                                  f"{small_f / 3e9:.3f} GFLOP")
-        if fp32_l:
-            table["cpu-2core"][("fp32", "large")] = Rate(
-                fp32_l * large_f, f"{rel}: 'train paper size, eager' fa-cnn {fp32_l:.2f} images/s x 3 x "
-                                  f"{large_f / 3e9:.2f} GFLOP")
-        if b16:
-            table["cpu-2core"][("bf16", "small")] = Rate(
-                b16 * small_f, f"{rel}: 'train cpu size, fp32 vs bf16' bf16 channels_last {b16:.1f} "
-                               f"images/s x 3 x {small_f / 3e9:.3f} GFLOP")
-        if b16 and f32 and fp32_l:
-            table["cpu-2core"][("bf16", "large")] = Rate(
-                fp32_l * large_f * b16 / f32, f"{rel}: fp32 large x the measured bf16/fp32 ratio "
-                                              f"{b16 / f32:.2f} (no paper-size bf16 measurement)")
-        break
-    rates = table["h200"]
+    cpu: dict[tuple[str, str], Rate] = {}
+    for path in sorted((root / "results" / "benchmarks").glob("cpu-2core*.json"))[:1]:
+        doc, rel = json.loads(path.read_text()), path.relative_to(root)
+        train_flops = {"small": size(preset("cpu", "cifar10", "fa-pool"))[1] / 1e9 * 3e9,
+                       "large": size(preset("paper", "cifar10", "fa-pool"))[1] / 1e9 * 3e9}
+        ips = {key: _bench_rate(doc, *case) for key, case in _CPU_CASES.items()}
+        for (prec, cls), (case, method) in _CPU_CASES.items():
+            n, f = ips[(prec, cls)], train_flops[cls]
+            if n:
+                digits = (1, 3) if cls == "small" else (2, 2)
+                cpu[(prec, cls)] = Rate(n * f, f"{rel}: '{case}' {method} {n:.{digits[0]}f} images/s "
+                                               f"x 3 x {f / 3e9:.{digits[1]}f} GFLOP")
+        f32, b16 = _bench_rate(doc, "train cpu size, fp32 vs bf16", "fp32"), ips[("bf16", "small")]
+        if b16 and f32 and ("fp32", "large") in cpu:
+            cpu[("bf16", "large")] = Rate(
+                cpu[("fp32", "large")].flops_per_s * b16 / f32,
+                f"{rel}: fp32 large x the measured bf16/fp32 ratio {b16 / f32:.2f} "
+                f"(no paper-size bf16 measurement)")
+    small, large = H200_ASSUMED_FRACTION["small"], H200_ASSUMED_FRACTION["large"]
     gpu = _gpu_measurement(root)
     if gpu is not None:
-        rate, src = gpu
-        rates[("bf16", "large")] = Rate(rate, src)
-        rates[("bf16", "small")] = Rate(
-            rate * H200_ASSUMED_FRACTION["small"] / H200_ASSUMED_FRACTION["large"],
-            f"the measured large rate x the assumed small/large ratio "
-            f"{H200_ASSUMED_FRACTION['small']}/{H200_ASSUMED_FRACTION['large']}")
+        h200 = {("bf16", "large"): Rate(*gpu),
+                ("bf16", "small"): Rate(gpu[0] * small / large, f"the measured large rate x the "
+                                        f"assumed small/large ratio {small}/{large}")}
     else:
-        for cls, frac in H200_ASSUMED_FRACTION.items():
-            rates[("bf16", cls)] = Rate(
-                H200_BF16_PEAK * frac, f"assumed: {frac:.0%} of the H200's bf16 peak "
-                                       f"{H200_BF16_PEAK / 1e12:.0f} TFLOP/s (no results/gpu/*.json "
-                                       f"yet; run make gpu-check)")
+        h200 = {("bf16", cls): Rate(H200_BF16_PEAK * frac,
+                                    f"assumed: {frac:.0%} of the H200's bf16 peak "
+                                    f"{H200_BF16_PEAK / 1e12:.0f} TFLOP/s (no results/gpu/*.json "
+                                    f"yet; run make gpu-check)")
+                for cls, frac in H200_ASSUMED_FRACTION.items()}
     for cls in ("small", "large"):
-        rates[("fp32", cls)] = Rate(rates[("bf16", cls)].flops_per_s * FP32_VS_BF16_ON_GPU,
-                                    f"assumed: {FP32_VS_BF16_ON_GPU} x the bf16 rate (TF32)")
-    return table
+        h200[("fp32", cls)] = Rate(h200[("bf16", cls)].flops_per_s * FP32_VS_BF16_ON_GPU,
+                                   f"assumed: {FP32_VS_BF16_ON_GPU} x the bf16 rate (TF32)")
+    return {"cpu-2core": cpu, "h200": h200}
 
 
 def _gpu_measurement(root: Path) -> tuple[float, str] | None:
@@ -271,18 +242,6 @@ def _gpu_measurement(root: Path) -> tuple[float, str] | None:
         return ips * 3 * gflops * 1e9, (f"{path.relative_to(root)}: paper-size FA-CNN on {gpu}, "
                                         f"{ips:.0f} images/s x 3 x {gflops:.2f} GFLOP")
     return None
-
-
-def detect_device() -> str:
-    """The device kind of this machine for the estimates: h200 with CUDA, else cpu-2core."""
-    return "h200" if torch.cuda.is_available() else "cpu-2core"
-
-
-def precision_on(cfg: Config, kind: str) -> str:
-    """The precision a run trains in on a device kind (facnn.train.use_bf16's rule)."""
-    if cfg.precision == "auto":
-        return "bf16" if kind == "h200" else "fp32"
-    return cfg.precision
 
 
 def measure_images_per_s(cfg: Config, device: str | torch.device | None = None, steps: int = 3,
@@ -328,30 +287,54 @@ def measure_images_per_s(cfg: Config, device: str | torch.device | None = None, 
 
 @dataclass
 class PlannedRun:
-    kind: str                 # "table1", "shared lr", "chapters" or "sweep" (book_configs)
-    dataset: str
-    model: str
-    recipe: str
-    lr: float
-    seed: int
-    config_hash: str
-    run_dir: str
+    """One run of the plan: its kind (book_configs'), its config and its cost; the fields
+    without an init are read off the config and its run folder."""
+    kind: str                 # "table1", "shared lr", "chapters" or "sweep"
+    dataset: str = field(init=False)
+    model: str = field(init=False)
+    recipe: str = field(init=False)
+    lr: float = field(init=False)
+    seed: int = field(init=False)
+    config_hash: str = field(init=False)
+    run_dir: str = field(init=False)
     parameters: int
     gflops_per_image: float
     images: int               # training images over all epochs
-    epochs: int
+    epochs: int = field(init=False)
     precision: str
     hours: float
     rate_source: str
-    done: bool
-    actual_hours: float | None   # a finished run's own wall time (summary.json), for calibration
-    command: str
+    done: bool = field(init=False)
+    actual_hours: float | None = field(init=False)   # a finished run's own wall time, to calibrate
+    command: str = field(init=False)
     config: Config = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self.dataset, self.model, self.recipe = c.dataset, c.model, c.recipe
+        self.lr, self.seed, self.epochs = c.lr, c.seed, c.epochs
+        folder = run_dir(c)
+        self.config_hash, self.run_dir, self.command = c.hash(), str(folder), cli_command(c)
+        summary = folder / "summary.json"
+        self.done, self.actual_hours = summary.exists(), _actual_hours(summary)
+
+    @property
+    def summary_only(self) -> bool:
+        """Done, but neither weights nor a checkpoint here (a clone: git keeps summaries)."""
+        return self.done and not any((Path(self.run_dir) / f).exists()
+                                     for f in ("weights.pt", "checkpoint.pt"))
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("config")
         return d
+
+
+def _actual_hours(summary: Path) -> float | None:
+    try:
+        return float(json.loads(summary.read_text())["wall_s"]) / 3600
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass
@@ -370,7 +353,7 @@ class Plan:
         return sum(r.hours for r in (self.runs if runs is None else runs))
 
     def by_dataset(self) -> dict[str, dict[str, float]]:
-        """{dataset (or "sweep"): {"runs", "done", "hours", "hours_missing"}}."""
+        """{dataset (or "<kind> (<dataset>)"): {"runs", "done", "hours", "hours_missing"}}."""
         out: dict[str, dict[str, float]] = {}
         for r in self.runs:
             key = r.dataset if r.kind == "table1" else f"{r.kind} ({r.dataset})"
@@ -388,28 +371,28 @@ class Plan:
                 "per_dataset": self.by_dataset(), "rates": self.rates}
 
     def text(self) -> str:
-        lines = [f"profile {self.profile}: {len(self.runs)} runs ({len(self.runs) - len(self.missing)} done),"
-                 f" hours on {self.device} ({'timed here' if self.measured else 'estimated'})"]
-        head = f"{'kind':<10}{'dataset':<12}{'model':<10}{'recipe':<9}{'lr':>6}{'seed':>5} {'hash':<11}" \
-               f"{'params':>9}{'GFLOP':>8}{'Mimages':>9}{'hours':>9}  done"
-        lines.append(head)
+        done = len(self.runs) - len(self.missing)
+        lines = [f"profile {self.profile}: {len(self.runs)} runs ({done} done), hours on {self.device} "
+                 f"({'timed here' if self.measured else 'estimated'})",
+                 f"{'kind':<10}{'dataset':<12}{'model':<10}{'recipe':<9}{'lr':>6}{'seed':>5} {'hash':<11}"
+                 f"{'params':>9}{'GFLOP':>8}{'Mimages':>9}{'hours':>9}  done"]
         for r in self.runs:
-            lines.append(f"{r.kind:<10}{r.dataset:<12}{r.model:<10}{r.recipe:<9}{r.lr:>6g}{r.seed:>5} {r.config_hash:<11}"
-                         f"{r.parameters / 1e6:>8.1f}M{r.gflops_per_image:>8.2f}{r.images / 1e6:>9.1f}"
-                         f"{r.hours:>9.1f}  " + ("no" if not r.done else "yes" if r.actual_hours is None
-                                              else f"yes, took {r.actual_hours:.2f} h")
-                         + ("" if not r.done or _has_weights(r) else "; summary only"))
-        summary_only = [r for r in self.runs if r.done and not _has_weights(r)]
+            state = ("no" if not r.done else "yes" if r.actual_hours is None
+                     else f"yes, took {r.actual_hours:.2f} h") + ("; summary only" if r.summary_only else "")
+            lines.append(f"{r.kind:<10}{r.dataset:<12}{r.model:<10}{r.recipe:<9}{r.lr:>6g}{r.seed:>5} "
+                         f"{r.config_hash:<11}{r.parameters / 1e6:>8.1f}M{r.gflops_per_image:>8.2f}"
+                         f"{r.images / 1e6:>9.1f}{r.hours:>9.1f}  {state}")
+        summary_only = [r for r in self.runs if r.summary_only]
         if summary_only:
             lines.append(f"{len(summary_only)} done runs keep only their summary (git keeps the weights "
                          f"the book loads); a run's own train command retrains it, e.g.\n  "
                          f"{summary_only[0].command}")
         lines.append("")
-        for k, s in self.by_dataset().items():
+        total = {"runs": len(self.runs), "done": done, "hours": self.total_hours(),
+                 "hours_missing": self.total_hours(self.missing)}
+        for k, s in {**self.by_dataset(), "total": total}.items():
             lines.append(f"{k:<22} {int(s['runs']):>3} runs, {int(s['done']):>3} done, "
                          f"{s['hours']:>9.1f} h ({s['hours_missing']:.1f} h missing)")
-        lines.append(f"{'total':<22} {len(self.runs):>3} runs, {len(self.runs) - len(self.missing):>3} done, "
-                     f"{self.total_hours():>9.1f} h ({self.total_hours(self.missing):.1f} h missing)")
         lines.append("hours = (train images + test images / 3) x epochs / timed training images/s; "
                      "rates:" if self.measured else
                      "hours = (3 x forward FLOPs x train images + forward FLOPs x test images) x epochs"
@@ -419,18 +402,19 @@ class Plan:
 
     def shell(self, gpus: int = 1) -> str:
         """The missing runs as a bash script, one command each (torchrun with ``gpus`` > 1)."""
-        total = self.total_hours(self.missing) / max(gpus, 1)
+        share = max(gpus, 1)     # the GPUs share the hours (linear scaling)
         lines = ["#!/usr/bin/env bash",
-                 f"# The {len(self.missing)} missing runs of profile {self.profile}, about {total:.1f} h on "
-                 f"{gpus} x {self.device} (estimate; linear scaling assumed across GPUs).",
-                 "# Each run resumes from its checkpoint when rerun: rerun this script after an interruption.",
+                 f"# The {len(self.missing)} missing runs of profile {self.profile}, about "
+                 f"{self.total_hours(self.missing) / share:.1f} h on {gpus} x {self.device} "
+                 f"(estimate; linear scaling assumed across GPUs).",
+                 "# Each run resumes from its checkpoint when rerun: rerun this script after an "
+                 "interruption.",
                  "set -euo pipefail"]
         for r in self.missing:
             cmd = r.command
             if gpus > 1:
                 cmd = cmd.replace("python -m facnn", f"torchrun --nproc_per_node={gpus} -m facnn", 1)
-            lines.append(f"# {r.dataset} {r.model} {r.recipe} lr {r.lr:g}: {r.hours / max(gpus, 1):.1f} h")
-            lines.append(cmd)
+            lines += [f"# {r.dataset} {r.model} {r.recipe} lr {r.lr:g}: {r.hours / share:.1f} h", cmd]
         return "\n".join(lines) + "\n"
 
 
@@ -438,54 +422,40 @@ def make_plan(profile: str, device: str | None = None, out_dir: str | Path = "re
               measure: bool = False, measure_batch: int | None = None, measure_steps: int = 2,
               root: str | Path = ROOT, datasets: Sequence[str] | None = None) -> Plan:
     """The plan of ``profile``: every run, its cost on ``device`` (a DEVICE_KINDS entry;
-    None = this machine's), and whether it is done (relative ``out_dir`` is resolved
-    against the current folder, as facnn.train does)."""
+    None = this machine's: h200 with CUDA, else cpu-2core), and whether it is done (relative
+    ``out_dir`` is resolved against the current folder, as facnn.train does)."""
     check_batch_size("measure_batch", measure_batch)
-    device = device or detect_device()
-    if device not in DEVICE_KINDS:
-        raise ValueError(f"unknown device kind {device!r}; choose one of {', '.join(DEVICE_KINDS)}")
+    device = device or ("h200" if torch.cuda.is_available() else "cpu-2core")
+    check_choice("device kind", device, DEVICE_KINDS)
     table = {} if measure else throughput_table(root)[device]
     timed: dict[tuple, float] = {}
     runs, used = [], {}
     for kind, cfg in book_configs(profile, out_dir, datasets):
         params, flops = size(cfg)
-        summary = run_dir(cfg) / "summary.json"
-        done = summary.exists()
-        prec = precision_on(cfg, device)
+        # facnn.train.use_bf16's rule: "auto" trains in bf16 on a GPU, in fp32 on a CPU
+        prec = cfg.precision if cfg.precision != "auto" else "bf16" if device == "h200" else "fp32"
         n_train, n_test = train_images(cfg) * cfg.epochs, test_images(cfg) * cfg.epochs
         if measure:
-            key = architecture(cfg) + (("precision", cfg.precision), ("batch", measure_batch or cfg.batch_size))
+            batch = measure_batch or cfg.batch_size
+            key = architecture(cfg) + (("precision", cfg.precision), ("batch", batch))
             if key not in timed:
                 timed[key] = measure_images_per_s(cfg, None, measure_steps, measure_batch)
-            ips = timed[key]
-            hours = (n_train + n_test / 3) / ips / 3600
-            source = f"timed here: {ips:.1f} training images/s (batch {measure_batch or cfg.batch_size})"
-            used[f"{cfg.model}/{cfg.dataset}"] = source
+            hours = (n_train + n_test / 3) / timed[key] / 3600
+            figure = f"{cfg.model}/{cfg.dataset}"
+            source = f"timed here: {timed[key]:.1f} training images/s (batch {batch})"
         else:
             cls = size_class(flops / 1e9)
-            rate = table.get((prec, cls))
+            figure, rate = f"{prec}/{cls}", table.get((prec, cls))
             if rate is None:
                 raise ValueError(f"no throughput figure for {prec} {cls} models on {device}: "
                                  f"results/benchmarks has no cpu-2core*.json; run make bench, "
                                  f"or use --measure to time the steps here")
             hours = (3 * n_train + n_test) * flops / rate.flops_per_s / 3600
             source = rate.source
-            used[f"{prec}/{cls}"] = source
-        runs.append(PlannedRun(kind, cfg.dataset, cfg.model, cfg.recipe, cfg.lr, cfg.seed, cfg.hash(),
-                               str(run_dir(cfg)), params, flops / 1e9, n_train, cfg.epochs, prec,
-                               hours, source, done, _actual_hours(summary), cli_command(cfg), cfg))
+        used[figure] = source
+        runs.append(PlannedRun(kind, parameters=params, gflops_per_image=flops / 1e9, images=n_train,
+                               precision=prec, hours=hours, rate_source=source, config=cfg))
     return Plan(profile, device, runs, used, measure)
-
-
-def _has_weights(r: PlannedRun) -> bool:
-    return any((Path(r.run_dir) / f).exists() for f in ("weights.pt", "checkpoint.pt"))
-
-
-def _actual_hours(summary: Path) -> float | None:
-    try:
-        return float(json.loads(summary.read_text())["wall_s"]) / 3600
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def run_missing(plan: Plan, say=print) -> list[dict]:
