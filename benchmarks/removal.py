@@ -39,7 +39,7 @@ def run(report: Report, sizes: dict, device: torch.device) -> None:
     g = torch.Generator().manual_seed(3)
     maps = torch.stack([torch.randperm(pixels, generator=g) for _ in range(b)])
     maps = maps.view(b, 1, size, size).float()                  # distinct values: no ties
-    fractions = [k / steps for k in range(1, steps + 1)]
+    spec = R.Removal([k / steps for k in range(1, steps + 1)], "morf", "mean")
     metric = quantus.PixelFlipping(features_in_step=3 * m, perturb_baseline=0.0, normalise=False,
                                    abs=False, disable_warnings=True)
     xs, ys, a = x.cpu().numpy(), y.cpu().numpy(), maps.numpy()
@@ -49,9 +49,9 @@ def run(report: Report, sizes: dict, device: torch.device) -> None:
                                device=str(device), channel_first=True, batch_size=batch))
 
     def ours():
-        return R.removal_curve(model, x, y, maps.to(device), fractions, "morf", "mean")
+        return R.removal_curve(model, x, y, maps.to(device), spec)
 
-    perturbed = R.remove_pixels(x, maps.to(device), fractions, "morf")       # (9, B, 3, h, w)
+    perturbed = R.remove_pixels(x, maps.to(device), spec)                    # (9, B, 3, h, w)
     perturbed = perturbed.flatten(0, 1)
 
     def forwards():

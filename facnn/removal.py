@@ -23,6 +23,7 @@ pseudo-random permutation of the pixel positions, the same for every image and e
 (``tie_break="random"``): tied pixels then leave in an order that favours no part of the
 image. ``tie_break="raster"`` removes tied pixels in raster order instead.
 
+How pixels are removed (fractions, order, fill, ties) is one :class:`Removal`, checked once.
 The number of pixels removed at fraction p of an H x W image is floor(p * H * W + 1/2).
 All (fraction, image) pairs of a curve are stacked into chunks of ``batch_size`` images, so
 a curve of F fractions over B images takes ceil(F * B / batch_size) forward passes.
@@ -36,9 +37,9 @@ import math
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -48,7 +49,6 @@ from torch import Tensor
 from . import attribution as A
 from .checks import (check_batch_size, check_choice, check_columns, check_float, check_images,
                      check_int, check_labels, check_model, check_tensor)
-from .fileio import read_json
 from .models import default_batch, fast_layout
 
 ORDERS = ("lerf", "morf")
@@ -75,9 +75,33 @@ def check_fractions(fractions: Sequence[float] | Tensor) -> Tensor:
     return f
 
 
-def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+@dataclass(frozen=True)
+class Removal:
+    """How pixels are removed: the ``fractions`` of each image's pixels (strictly increasing,
+    in [0, 1]), the ``order`` ("lerf" or "morf"), what a removed pixel becomes (``fill``
+    "mean", "blur" or "zero"; ``blur_sigma`` for "blur", default max(H, W) / 16) and how ties
+    in a map are broken (``tie_break`` "random" or "raster"); see the module docstring.
+    Checked once, here; ``fractions`` is kept as a tuple of floats."""
+
+    fractions: Sequence[float] | Tensor = FRACTIONS
+    order: str = "lerf"
+    fill: str = "mean"
+    blur_sigma: float | None = None
+    tie_break: str = "random"
+
+    def __post_init__(self):
+        object.__setattr__(self, "fractions", tuple(check_fractions(self.fractions).tolist()))
+        for name, allowed in (("order", ORDERS), ("fill", FILLS), ("tie_break", TIE_BREAKS)):
+            check_choice(name, getattr(self, name), allowed)
+        if self.blur_sigma is not None:
+            check_float("blur_sigma", self.blur_sigma, 0.0, lo_open=True)
+
+
+def _check_removal(removal: Removal) -> Removal:
+    if not isinstance(removal, Removal):
+        raise TypeError(f"removal must be a facnn.removal.Removal, e.g. Removal(fractions, order="
+                        f"'morf'), got {type(removal).__name__}")
+    return removal
 
 
 def select_maps(maps: Tensor, batch: int, classes: Tensor | None,
@@ -119,8 +143,8 @@ def removal_ranks(maps: Tensor, size: tuple[int, int], order: str = "lerf",
     size = tuple(check_int("size", v, 1) for v in size)
     if len(size) != 2:
         raise ValueError(f"size={size} must be (H, W)")
-    _check_choice("order", order, ORDERS)
-    _check_choice("tie_break", tie_break, TIE_BREAKS)
+    check_choice("order", order, ORDERS)
+    check_choice("tie_break", tie_break, TIE_BREAKS)
     if tuple(maps.shape[-2:]) != tuple(size):
         maps = F_.interpolate(maps, size=size, mode="bilinear", align_corners=False)
     v = maps.flatten(1).double()                                  # (B, P)
@@ -165,7 +189,7 @@ def fill_values(images: Tensor, fill: str = "mean", dataset: str | None = None,
     """What a removed pixel becomes, per image and channel, in normalised space.
     images (B, 3, H, W) normalised -> (B, 3, H, W) (or broadcastable to it)."""
     check_images(images, "images")
-    _check_choice("fill", fill, FILLS)
+    check_choice("fill", fill, FILLS)
     if fill == "mean":
         return torch.zeros_like(images[:1])
     if fill == "zero":
@@ -190,34 +214,23 @@ def _perturbed(images: Tensor, fills: Tensor, ranks: Tensor, counts: Tensor,
     return torch.where(removed, fill, images[b_idx])
 
 
-def _pairs(fraction_idx: Sequence[int], batch: int, chunk: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """(fraction index, image index) pairs, fraction-major, in chunks of ``chunk``."""
-    fi = torch.as_tensor(list(fraction_idx), dtype=torch.long)
-    total = len(fi) * batch
-    for start in range(0, total, chunk):
-        k = torch.arange(start, min(start + chunk, total))
-        yield fi[k // batch], k % batch
-
-
-def _prepare(images, maps, fractions, order, fill, classes, num_classes, dataset, blur_sigma,
-             tie_break):
+def _prepare(images, maps, removal, classes, num_classes, dataset):
+    """fractions (F,), removal ranks (B, P), pixels removed (F,) and fill values."""
     check_images(images, "images")
-    f = check_fractions(fractions)
-    _check_choice("order", order, ORDERS)
+    r = _check_removal(removal)
+    f = torch.tensor(r.fractions, dtype=torch.float64)
     one = select_maps(maps, images.shape[0], classes, num_classes).to(images.device)
-    ranks = removal_ranks(one, tuple(images.shape[-2:]), order, tie_break)          # (B, P)
+    ranks = removal_ranks(one, tuple(images.shape[-2:]), r.order, r.tie_break)      # (B, P)
     counts = pixel_counts(f, ranks.shape[1]).to(images.device)                      # (F,)
-    return f, ranks, counts, fill_values(images, fill, dataset, blur_sigma)
+    return f, ranks, counts, fill_values(images, r.fill, dataset, r.blur_sigma)
 
 
-def remove_pixels(images: Tensor, maps: Tensor, fractions: Sequence[float] | Tensor,
-                  order: str = "lerf", fill: str = "mean", classes: Tensor | None = None,
-                  dataset: str | None = None, blur_sigma: float | None = None,
-                  tie_break: str = "random") -> Tensor:
+def remove_pixels(images: Tensor, maps: Tensor, removal: Removal, classes: Tensor | None = None,
+                  dataset: str | None = None) -> Tensor:
     """The perturbed images themselves, for inspection and plots (small batches only).
-    images (B, 3, H, W) -> (F, B, 3, H, W)."""
-    f, ranks, counts, fills = _prepare(images, maps, fractions, order, fill, classes, None,
-                                       dataset, blur_sigma, tie_break)
+    images (B, 3, H, W) -> (F, B, 3, H, W); ``classes`` and ``dataset`` as in
+    :func:`removal_curve`."""
+    f, ranks, counts, fills = _prepare(images, maps, removal, classes, None, dataset)
     b = images.shape[0]
     f_idx, b_idx = torch.arange(len(f)).repeat_interleave(b), torch.arange(b).repeat(len(f))
     return _perturbed(images, fills, ranks, counts, f_idx, b_idx).view(len(f), *images.shape)
@@ -235,10 +248,6 @@ class Curve:
     correct: Tensor
     scores: Tensor
 
-    def auc(self) -> float:
-        """Area under accuracy(p) by the trapezoid rule over the given fractions."""
-        return trapezoid_auc(self.fractions.tolist(), self.accuracy.tolist())
-
 
 def trapezoid_auc(fractions: Sequence[float], accuracy: Sequence[float]) -> float:
     """Trapezoid area under the curve; with fractions 0..1 it is the mean accuracy."""
@@ -249,11 +258,9 @@ def trapezoid_auc(fractions: Sequence[float], accuracy: Sequence[float]) -> floa
 
 
 @torch.no_grad()
-def removal_curve(model, images: Tensor, labels: Tensor, maps: Tensor,
-                  fractions: Sequence[float] | Tensor = FRACTIONS, order: str = "lerf",
-                  fill: str = "mean", batch_size: int | None = None, classes: Tensor | None = None,
-                  dataset: str | None = None, blur_sigma: float | None = None,
-                  tie_break: str = "random", cache: dict | None = None) -> Curve:
+def removal_curve(model, images: Tensor, labels: Tensor, maps: Tensor, removal: Removal = Removal(),
+                  *, batch_size: int | None = None, classes: Tensor | None = None,
+                  dataset: str | None = None, cache: dict | None = None) -> Curve:
     """Top-1 accuracy after removing each fraction of every image's pixels (PAPER 5.2).
 
     Args:
@@ -262,11 +269,11 @@ def removal_curve(model, images: Tensor, labels: Tensor, maps: Tensor,
         labels: (B,) true classes; accuracy is always measured against them.
         maps: (B, 1, h, w) one map per image, or (B, C, h, w) one per class, from which
             image i uses map ``classes[i]`` (default: its label).
-        fractions: strictly increasing values in [0, 1].
-        order: "lerf" (least relevant first) or "morf" (most relevant first).
-        fill: "mean", "blur" or "zero" (see the module docstring); "zero" needs ``dataset``.
+        removal: fractions, order, fill, blur_sigma and tie_break (:class:`Removal`).
         batch_size: images per forward pass; all F*B perturbed images go through in
             ceil(F*B / batch_size) passes.
+        dataset: the images' dataset, which fill "zero" needs (what black is after
+            normalisation).
         cache: a dict shared by curves over the SAME images, labels and fill: the results
             at 0 and at all pixels removed do not depend on the map, so they are computed
             once and reused (run_benchmark passes one).
@@ -276,9 +283,8 @@ def removal_curve(model, images: Tensor, labels: Tensor, maps: Tensor,
     check_labels(labels, images.shape[0], getattr(model, "num_classes", None))
     classes = labels if classes is None else classes
     batch_size = check_batch_size("batch_size", batch_size) or default_batch(images)
-    f, ranks, counts, fills = _prepare(images, maps, fractions, order, fill, classes,
-                                       getattr(model, "num_classes", None), dataset, blur_sigma,
-                                       tie_break)
+    f, ranks, counts, fills = _prepare(images, maps, removal, classes,
+                                       getattr(model, "num_classes", None), dataset)
     b, p = ranks.shape
     ends = {i: c for i, c in enumerate(counts.tolist()) if cache is not None and c in (0, p)}
     todo = [i for i in range(len(f)) if i not in ends or ends[i] not in cache]
@@ -287,7 +293,10 @@ def removal_curve(model, images: Tensor, labels: Tensor, maps: Tensor,
     labels = labels.to(images.device)
     was_training = model.training
     model.eval()
-    for f_idx, b_idx in _pairs(todo, b, batch_size):
+    fi, total = torch.as_tensor(todo, dtype=torch.long), len(todo) * b
+    for start in range(0, total, batch_size):       # (fraction, image) pairs, fraction-major
+        k = torch.arange(start, min(start + batch_size, total))
+        f_idx, b_idx = fi[k // b], k % b
         out = model(fast_layout(_perturbed(images, fills, ranks, counts, f_idx, b_idx)))  # (n, C)
         y = labels[b_idx]
         correct[f_idx, b_idx] = (out.argmax(1) == y).cpu()
@@ -342,14 +351,6 @@ class BenchmarkResult:
     timing: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
     correct: dict[tuple, Any] = field(default_factory=dict)   # (method, layer, order, seed) -> (F, n)
-
-
-def _select_images(dataset, n_images: int | None, seed: int) -> Tensor:
-    """Indices of the benchmark's images: a seeded random choice, sorted. -> (n,)"""
-    n = len(dataset)
-    if n_images is None or n_images >= n:
-        return torch.arange(n)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_images].sort().values
 
 
 def compute_maps(method: str, model, x: Tensor, classes: Tensor, layer: int | None,
@@ -436,25 +437,15 @@ def _save_maps(path: Path, maps: Tensor) -> None:
     os.replace(tmp, path)
 
 
-def _variants(method: str, layers: Sequence[int | None], rand_seeds: Sequence[int]):
-    """(layer, seed) of every map set a method contributes."""
-    if A.METHODS[method].layered:
-        return [(layer, None) for layer in layers]
-    if A.METHODS[method].seeded:
-        return [(None, s) for s in rand_seeds]
-    return [(None, None)]
-
-
 def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
-                  layers: Sequence[int | None] | None = None,
-                  fractions: Sequence[float] = FRACTIONS, orders: Sequence[str] = ORDERS,
-                  n_images: int | None = 500, seed: int = 0, *, fill: str = "mean",
+                  layers: Sequence[int | None] | None = None, removal: Removal = Removal(),
+                  orders: Sequence[str] = ORDERS, n_images: int | None = 500, seed: int = 0, *,
                   rand_seeds: Sequence[int] = (0, 1, 2),
                   method_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
                   target: str = "label", batch_size: int | None = None, map_batch: int = 100,
-                  blur_sigma: float | None = None, device: str | torch.device = "cpu",
-                  progress: bool = True, clip_negative: Sequence[str] = (),
-                  keep_correct: bool = False, maps_dir: str | Path | None = None) -> BenchmarkResult:
+                  device: str | torch.device = "cpu", progress: bool = True,
+                  clip_negative: Sequence[str] = (), keep_correct: bool = False,
+                  maps_dir: str | Path | None = None) -> BenchmarkResult:
     """Figure 4: pixel-removal curves for every method, layer and order on one model.
 
     Args:
@@ -462,7 +453,8 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
         dataset: a facnn.data.ArrayDataset (uint8 images; normalised here with its stats).
         methods: names in facnn.attribution.METHODS.
         layers: FA-CNN layers for the layered methods; default [N, intermediate_layer(N)].
-        fractions, orders, fill, blur_sigma: as in :func:`removal_curve`.
+        removal: fractions, fill, blur_sigma and tie_break of every curve (:class:`Removal`);
+            its order is replaced by each of ``orders``.
         n_images, seed: a seeded random choice of n_images test images (all when None).
         rand_seeds: RAND is run once per seed; the table holds mean and spread.
         method_kwargs: per-method keyword arguments, e.g. {"rise": {"n_masks": 500},
@@ -481,24 +473,23 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
 
     Maps are computed once per (method, layer, seed) and reused for every order.
     """
-    import pandas as pd   # only the benchmark's tables need it; the library imports without
+    from tqdm.auto import tqdm
     check_model(model)
-    _check_choice("target", target, ("label", "predicted"))
+    check_choice("target", target, ("label", "predicted"))
     if n_images is not None:
         check_int("n_images", n_images, 1)
     check_batch_size("batch_size", batch_size)
     check_int("map_batch", map_batch, 1)
-    for o in orders:
-        _check_choice("order", o, ORDERS)
-    _check_choice("fill", fill, FILLS)
-    f = check_fractions(fractions)
-    unknown = [m for m in methods if m not in A.METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(A.METHODS)}")
+    removal = _check_removal(removal)
+    specs = [replace(removal, order=o) for o in orders]                    # checks each order
+    for m in methods:
+        check_choice("method", m, A.METHODS)
     method_kwargs = {k: dict(v) for k, v in (method_kwargs or {}).items()}
     layers = list(layers) if layers is not None else default_layers(model)
     model = model.to(device).eval()
-    idx = _select_images(dataset, n_images, seed)
+    n = len(dataset)                                   # a seeded random choice, sorted
+    idx = (torch.arange(n) if n_images is None or n_images >= n else
+           torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_images].sort().values)
     x = dataset.normalised(idx, device)                                     # (B, 3, H, W)
     y = dataset.labels[idx].to(device)                                      # (B,)
     batch_size = batch_size or default_batch(x)
@@ -510,63 +501,53 @@ def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
     correct: dict[tuple, Any] = {}
     for method in methods:
         t_maps, t_curves, kw = 0.0, 0.0, method_kwargs.get(method, {})
-        variants = _variants(method, layers, rand_seeds)
-        chunks = 1 if A.METHODS[method].seeded else math.ceil(len(x) / map_batch)   # see compute_maps
-        bar = _bar(method, len(variants) * (chunks + len(orders)), progress)
+        entry = A.METHODS[method]                      # its map sets: (layer, seed) of each
+        variants = ([(layer, None) for layer in layers] if entry.layered else
+                    [(None, s) for s in rand_seeds] if entry.seeded else [(None, None)])
+        # (name, spec, clipped) of each curve of a map set: every order, then LeRF clipped
+        curves = [(method, spec, False) for spec in specs] + (
+            [(f"{method}+clip", replace(removal, order="lerf"), True)]
+            if method in clip_negative and "lerf" in orders else [])
+        chunks = 1 if entry.seeded else math.ceil(len(x) / map_batch)   # see compute_maps
+        bar = tqdm(total=len(variants) * (chunks + len(curves)), desc=f"removal {method}",
+                   disable=not progress, leave=False)
         for layer, s in variants:
             t0 = time.perf_counter()
             extra = {"seed": s} if s is not None else {}
             maps = compute_maps(method, model, x, classes, layer, map_batch, bar, maps_dir, **{**kw, **extra})
             t_maps += time.perf_counter() - t0
-            for order in orders:
+            for name, spec, clipped in curves:
                 t0 = time.perf_counter()
-                curve = removal_curve(model, x, y, maps.to(device), f, order, fill, batch_size,
-                                      dataset=dataset.name, blur_sigma=blur_sigma, cache=ends)
+                curve = removal_curve(model, x, y, (maps.clamp(min=0) if clipped else maps).to(device),
+                                      spec, batch_size=batch_size, dataset=dataset.name, cache=ends)
                 t_curves += time.perf_counter() - t0
-                rows += _curve_rows(curve, method, layer, order, s)
+                rows += [{"method": name, "layer": layer, "order": spec.order, "seed": s,
+                          "fraction": float(p), "accuracy": float(a), "n": len(x)}
+                         for p, a in zip(curve.fractions, curve.accuracy)]
                 if keep_correct:
-                    correct[(method, layer, order, s)] = curve.correct.cpu().numpy()
+                    correct[(name, layer, spec.order, s)] = curve.correct.cpu().numpy()
                 bar.update(1)
-            if method in clip_negative and "lerf" in orders:
-                t0 = time.perf_counter()
-                curve = removal_curve(model, x, y, maps.clamp(min=0).to(device), f, "lerf", fill,
-                                      batch_size, dataset=dataset.name, blur_sigma=blur_sigma,
-                                      cache=ends)
-                t_curves += time.perf_counter() - t0
-                rows += _curve_rows(curve, f"{method}+clip", layer, "lerf", s)
-                if keep_correct:
-                    correct[(f"{method}+clip", layer, "lerf", s)] = curve.correct.cpu().numpy()
         bar.close()
         timing.append({"method": method, "maps_s": t_maps, "curves_s": t_curves,
                        "total_s": t_maps + t_curves, "map_sets": len(variants)})
 
-    per_seed = _tidy(pd.DataFrame(rows))
-    meta = {"fractions": f.tolist(), "orders": list(orders), "methods": list(methods),
+    per_seed = _tidy(rows)
+    meta = {"fractions": list(removal.fractions), "orders": list(orders), "methods": list(methods),
             "layers": [None if v is None else int(v) for v in layers], "n_images": len(idx),
-            "seed": seed, "fill": fill, "blur_sigma": blur_sigma, "rand_seeds": list(rand_seeds),
-            "method_kwargs": method_kwargs, "target": target, "dataset": dataset.name,
-            "clean_accuracy": float((clean == y).double().mean()), "indices": idx.tolist(),
-            "tie_break": "random", "device": str(device), "torch": torch.__version__}
-    meta["clip_negative"] = list(clip_negative)
-    return BenchmarkResult(aggregate(per_seed), per_seed, auc_table(per_seed),
-                           pd.DataFrame(timing), meta, correct)
+            "seed": seed, "fill": removal.fill, "blur_sigma": removal.blur_sigma,
+            "rand_seeds": list(rand_seeds), "method_kwargs": method_kwargs, "target": target,
+            "dataset": dataset.name, "clean_accuracy": float((clean == y).double().mean()),
+            "indices": idx.tolist(), "tie_break": removal.tie_break, "device": str(device),
+            "torch": torch.__version__, "clip_negative": list(clip_negative)}
+    return BenchmarkResult(aggregate(per_seed), per_seed, auc_table(per_seed), _tidy(timing), meta,
+                           correct)
 
 
-def _bar(method: str, total: int, progress: bool):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=f"removal {method}", disable=not progress, leave=False)
-
-
-def _curve_rows(curve: Curve, method: str, layer, order: str, seed) -> list[dict]:
-    n = curve.correct.shape[1]
-    return [{"method": method, "layer": layer, "order": order, "seed": seed, "fraction": float(p),
-             "accuracy": float(a), "n": n} for p, a in zip(curve.fractions, curve.accuracy)]
-
-
-def _tidy(df: pd.DataFrame) -> pd.DataFrame:
-    """Nullable integer layer and seed (so layer 9 prints as 9 and 'no layer' as <NA>)."""
+def _tidy(data) -> pd.DataFrame:
+    """A table of ``data`` (rows or a table) with nullable integer layer and seed (so layer
+    9 prints as 9 and 'no layer' as <NA>)."""
     import pandas as pd   # only the benchmark's tables need it; the library imports without
-    df = df.copy()
+    df = pd.DataFrame(data).copy()
     for col in ("layer", "seed"):
         if col in df:
             df[col] = pd.array(df[col].tolist(), dtype="Int64")
@@ -578,7 +559,6 @@ _KEYS = ["method", "layer", "order"]
 
 def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
     """Mean and spread (sample std) over seeds of each (method, layer, order, fraction)."""
-    import pandas as pd   # only the benchmark's tables need it; the library imports without
     check_columns("per_seed", per_seed, _KEYS + ["fraction", "accuracy", "n"])
     g = per_seed.groupby(_KEYS + ["fraction"], dropna=False, sort=False)
     out = g.agg(accuracy=("accuracy", "mean"), n=("n", "first"),
@@ -588,7 +568,6 @@ def aggregate(per_seed: pd.DataFrame) -> pd.DataFrame:
 
 def auc_table(per_seed: pd.DataFrame) -> pd.DataFrame:
     """Area under each curve (trapezoid over fraction), mean and spread over seeds."""
-    import pandas as pd   # only the benchmark's tables need it; the library imports without
     check_columns("per_seed", per_seed, _KEYS + ["seed", "fraction", "accuracy"])
     per = (per_seed.groupby(_KEYS + ["seed"], dropna=False, sort=False)
            .apply(lambda d: trapezoid_auc(d["fraction"], d["accuracy"]), include_groups=False)

@@ -163,7 +163,7 @@ CASES = [
           "refused, naming both shapes", f"{F}::test_public_boundary[pearson-shapes]"),
     _case("removal-float-labels", "library", "removal_curve(model, x, y.float(), maps)",
           "refused: labels are integers (use .long())", f"{F}::test_public_boundary[removal_curve-float-labels]"),
-    _case("removal-fractions", "library", "removal_curve(..., fractions=[0, 1.2])",
+    _case("removal-fractions", "library", "Removal(fractions=[0, 1.2])",
           "refused: fractions must lie in [0, 1]", "tests/test_removal.py::test_bad_input_is_a_clear_error"),
     _case("boundary-complete", "library", "any public function of attribution, theory, removal",
           "each checks its inputs through facnn.checks (the table covers every one)",

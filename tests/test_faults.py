@@ -262,7 +262,7 @@ BOUNDARY = [  # (id, function, call(model, x), message fragment)
     ("pixel_counts-n", R.pixel_counts, lambda m, x: R.pixel_counts(torch.tensor([0.5]), 0), "n_pixels=0"),
     ("gaussian_blur-sigma", R.gaussian_blur, lambda m, x: R.gaussian_blur(x, 0.0), "sigma=0"),
     ("fill_values-3d", R.fill_values, lambda m, x: R.fill_values(x[0]), "(B, 3, H, W)"),
-    ("remove_pixels-empty", R.remove_pixels, lambda m, x: R.remove_pixels(x[:0], torch.rand(0, 1, 4, 4), [0.5]), "is empty"),
+    ("remove_pixels-empty", R.remove_pixels, lambda m, x: R.remove_pixels(x[:0], torch.rand(0, 1, 4, 4), R.Removal([0.5])), "is empty"),
     ("trapezoid_auc-lengths", R.trapezoid_auc, lambda m, x: R.trapezoid_auc([0, 1], [1.0]), "same length"),
     ("removal_curve-float-labels", R.removal_curve, lambda m, x: R.removal_curve(m, x, torch.tensor([0.0, 1.0]), torch.rand(2, 1, 4, 4)), "integers"),
     ("removal_curve-label-range", R.removal_curve, lambda m, x: R.removal_curve(m, x, torch.tensor([0, 7]), torch.rand(2, 1, 4, 4)), "must lie in 0..2"),

@@ -1,6 +1,7 @@
 """Pixel-removal benchmark (SPEC 7, PAPER 5.2): facnn.removal and its Figure 4 plot."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -54,34 +55,42 @@ BAD = [  # (what changes, message the error must contain)
     (dict(order="LeRF"), "unknown order"),
     (dict(fill="noise"), "unknown fill 'noise'"),
     (dict(fill="zero"), "needs `dataset`"),
+    (dict(tie_break="sideways"), "unknown tie_break 'sideways'"),
+    (dict(blur_sigma=0.0), "blur_sigma=0"),
 ]
+SPEC = {f.name for f in dataclasses.fields(R.Removal)}   # what goes into the Removal
+
+
+def _curve(**change):
+    """removal_curve on GOOD with ``change``: fractions, order, fill, ... make its Removal."""
+    kw = {**GOOD, **change}
+    spec = R.Removal(**{k: kw.pop(k) for k in SPEC & set(kw)})
+    return R.removal_curve(Constant(), kw.pop("images"), kw.pop("labels"), kw.pop("maps"), spec, **kw)
 
 
 @pytest.mark.parametrize("change,message", BAD, ids=[m for _, m in BAD])
 def test_bad_input_is_a_clear_error(change, message):
-    kw = {**GOOD, **change}
     with pytest.raises(ValueError, match=message):
-        R.removal_curve(Constant(), kw.pop("images"), kw.pop("labels"), kw.pop("maps"), **kw)
+        _curve(**change)
 
 
 def test_good_input_passes_and_per_class_maps_pick_the_label():
     """The baseline of the table above is valid, and (B, C, h, w) maps use map `label`."""
-    kw = dict(GOOD)
-    curve = R.removal_curve(Constant(), kw.pop("images"), kw.pop("labels"), kw.pop("maps"), **kw)
+    curve = _curve()
     assert curve.accuracy.shape == (3,) and curve.correct.shape == (3, B)
     maps = torch.rand(B, 10, 4, 4)
     one = maps[torch.arange(B), GOOD["labels"]][:, None]
-    a = R.remove_pixels(GOOD["images"], maps, [0.3], "morf", classes=GOOD["labels"])
-    b = R.remove_pixels(GOOD["images"], one, [0.3], "morf")
+    a = R.remove_pixels(GOOD["images"], maps, R.Removal([0.3], "morf"), classes=GOOD["labels"])
+    b = R.remove_pixels(GOOD["images"], one, R.Removal([0.3], "morf"))
     assert torch.equal(a, b)
+    with pytest.raises(TypeError, match="must be a facnn.removal.Removal"):
+        R.removal_curve(Constant(), GOOD["images"], GOOD["labels"], GOOD["maps"], [0, 0.5, 1])
 
 
 @pytest.mark.parametrize("kw,message", [
     (dict(methods=["lime"]), "unknown method"),
     (dict(target="guess"), "unknown target"),
     (dict(orders=["lerf", "backwards"]), "unknown order"),
-    (dict(fractions=[0.2, 0.1]), "strictly increasing"),
-    (dict(fill="grey"), "unknown fill"),
 ])
 def test_run_benchmark_rejects_bad_settings(kw, message, shapes_data):
     with pytest.raises(ValueError, match=message):
@@ -102,7 +111,7 @@ def test_removes_exactly_the_ranked_pixels(h, w, levels, order, tie, seed, fract
     g = torch.Generator().manual_seed(seed)
     images = torch.rand(2, 3, h, w, generator=g) + 1                 # never equal to the fill 0
     maps = torch.randint(0, levels, (2, 1, h, w), generator=g).float()
-    out = R.remove_pixels(images, maps, fractions, order, tie_break=tie)   # (F, 2, 3, h, w)
+    out = R.remove_pixels(images, maps, R.Removal(fractions, order, tie_break=tie))   # (F, 2, 3, h, w)
     gone = out == 0
     assert (gone.all(2) == gone.any(2)).all(), "a pixel lost only some of its channels"
     gone = gone.all(2).flatten(2)                                     # (F, 2, P)
@@ -141,7 +150,7 @@ def test_maps_are_upsampled_bilinearly_to_the_image(n, corner):
     first 4, 9, 16 pixels removed are the corner squares of side 2, 3, 4 (nearest
     upsampling would tie all 16 pixels of the quadrant)."""
     maps = torch.tensor([[0.0, 0.0], [0.0, 1.0]]).view(1, 1, 2, 2)
-    gone = (R.remove_pixels(torch.ones(1, 3, 8, 8), maps, [n / 64], "morf")[0, 0, 0] == 0)
+    gone = (R.remove_pixels(torch.ones(1, 3, 8, 8), maps, R.Removal([n / 64], "morf"))[0, 0, 0] == 0)
     want = torch.zeros(8, 8, dtype=torch.bool)
     want[corner:, corner:] = True
     assert torch.equal(gone, want)
@@ -194,7 +203,7 @@ def test_end_points_are_clean_and_fully_filled_accuracy(trained_smoke, shapes_te
     _, model = trained_smoke
     x, y = shapes_test.normalised(slice(0, 150)), shapes_test.labels[:150]
     maps = torch.rand(150, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    curve = R.removal_curve(model, x, y, maps, [0, 0.3, 1], order, fill, batch_size=64,
+    curve = R.removal_curve(model, x, y, maps, R.Removal([0, 0.3, 1], order, fill), batch_size=64,
                             dataset="shapes")
     with torch.no_grad():
         clean = model(x).argmax(1) == y
@@ -212,12 +221,13 @@ def test_chunking_and_the_end_point_cache_do_not_change_the_curve(trained_smoke,
     g = torch.Generator().manual_seed(2)
     maps = torch.rand(2, 20, 1, 32, 32, generator=g)
     fractions = [0, 0.2, 0.5, 0.7, 1]
-    a, b = (R.removal_curve(model, x, y, maps[0], fractions, "morf", batch_size=n) for n in (13, 1000))
+    a, b = (R.removal_curve(model, x, y, maps[0], R.Removal(fractions, "morf"), batch_size=n)
+            for n in (13, 1000))
     assert torch.equal(a.correct, b.correct)
     assert torch.allclose(a.scores, b.scores, atol=1e-5)
     cache = {}
     for m, order in [(maps[1], "lerf"), (maps[0], "morf")]:     # the second reads the cache
-        c = R.removal_curve(model, x, y, m, fractions, order, batch_size=13, cache=cache)
+        c = R.removal_curve(model, x, y, m, R.Removal(fractions, order), batch_size=13, cache=cache)
     assert sorted(cache) == [0, 1024]
     assert torch.equal(c.correct, a.correct) and torch.allclose(c.scores, a.scores, atol=1e-5)
 
@@ -230,7 +240,7 @@ def _random_curves(model, x, y, order, fill, seeds=(0, 1)):
     curves = []
     for s in seeds:
         maps = attribute("random", model, x, classes=y, seed=s)
-        curves.append(R.removal_curve(model, x, y, maps, INTERIOR, order, fill,
+        curves.append(R.removal_curve(model, x, y, maps, R.Removal(INTERIOR, order, fill),
                                       dataset="shapes").accuracy)
     return torch.stack(curves)                                       # (seeds, F)
 
@@ -247,7 +257,8 @@ def test_ground_truth_masks_beat_random_removal(trained_smoke, shapes_test, orde
     _, model = trained_smoke
     x, y = shapes_test.normalised(slice(0, 200)), shapes_test.labels[:200]
     masks = shapes_test.masks[:200, None].float()                    # (200, 1, 32, 32)
-    truth = R.removal_curve(model, x, y, masks, INTERIOR, order, "zero", dataset="shapes").accuracy
+    truth = R.removal_curve(model, x, y, masks, R.Removal(INTERIOR, order, "zero"),
+                            dataset="shapes").accuracy
     rand = _random_curves(model, x, y, order, "zero")
     gap = sign * (truth - rand.mean(0))
     assert (gap >= -0.03).all(), f"{order}: ground truth minus RAND {gap.tolist()}"
@@ -302,11 +313,11 @@ def test_agrees_with_quantus_pixel_flipping(trained_smoke, shapes_test, order):
     got = np.array(metric(model=model.eval(), x_batch=x.numpy(), y_batch=y.numpy(), a_batch=a,
                           softmax=False, device="cpu", channel_first=True))    # (6, 9)
     fractions = [k / 9 for k in range(1, 10)]
-    ours = R.remove_pixels(x, maps, fractions, order)                   # (9, 6, 3, 24, 24)
+    ours = R.remove_pixels(x, maps, R.Removal(fractions, order))        # (9, 6, 3, 24, 24)
     assert len(seen) == 9
     for k in range(9):
         assert np.array_equal(seen[k].reshape(n, 3, 24, 24), ours[k].numpy()), f"step {k + 1}"
-    curve = R.removal_curve(model, x, y, maps, fractions, order)
+    curve = R.removal_curve(model, x, y, maps, R.Removal(fractions, order))
     assert np.allclose(got, curve.scores.T.numpy(), rtol=1e-4, atol=1e-6)
     with torch.no_grad():
         top1 = torch.stack([model(ours[k]).argmax(1) == y for k in range(9)])
@@ -332,7 +343,7 @@ def small_benchmark(trained_smoke, shapes_test, monkeypatch_module):
 
     monkeypatch_module.setattr(A, "attribute", counting)
     _, model = trained_smoke
-    res = R.run_benchmark(model, shapes_test, methods=R.METHODS, fractions=[0, 0.5, 1],
+    res = R.run_benchmark(model, shapes_test, methods=R.METHODS, removal=R.Removal([0, 0.5, 1]),
                           n_images=24, seed=5, rand_seeds=(0, 1), method_kwargs=CHEAP,
                           map_batch=16, progress=False)
     return res, calls
@@ -439,7 +450,7 @@ def test_benchmark_with_a_maps_store_gives_the_same_curves(small_benchmark, trai
                                                            tmp_path):
     res, _ = small_benchmark
     _, model = trained_smoke
-    kw = dict(methods=("rise", "k-occ"), fractions=[0, 0.5, 1], n_images=24, seed=5,
+    kw = dict(methods=("rise", "k-occ"), removal=R.Removal([0, 0.5, 1]), n_images=24, seed=5,
               method_kwargs=CHEAP, map_batch=16, progress=False, maps_dir=tmp_path)
     for _ in range(2):   # computed and stored, then loaded
         got = R.run_benchmark(model, shapes_test, **kw).table

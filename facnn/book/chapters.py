@@ -232,7 +232,7 @@ def removal_study(model, test: D.ArrayDataset, n_images: int, rise_masks: int, s
     from .. import removal as Rm
     methods = tuple(methods or Rm.METHODS)
     res = Rm.run_benchmark(model, test, methods=methods,
-                           fractions=tuple(fractions or Rm.FRACTIONS), orders=tuple(orders),
+                           removal=Rm.Removal(fractions or Rm.FRACTIONS), orders=tuple(orders),
                            n_images=n_images, seed=seed,
                            method_kwargs={"rise": {"n_masks": rise_masks},
                                           "k-occ": {"window": kocc_window}}, progress=progress,
@@ -503,7 +503,7 @@ def explore(model, image: Tensor, cls: int, layer: int, fraction: float, order: 
     Grad-CAM at ``layer``, the class map through every layer (the morph strip), the image
     with ``fraction`` of its pixels removed in ``order`` by the class map, and the model's
     prediction before and after."""
-    from ..removal import remove_pixels
+    from ..removal import Removal, remove_pixels
     x = D.normalise(image[None], dataset)
     size = tuple(x.shape[-2:])
     c = torch.tensor([cls])
@@ -511,7 +511,7 @@ def explore(model, image: Tensor, cls: int, layer: int, fraction: float, order: 
     gc = A.upsample(A.grad_cam(model, x, layer, classes=c), size)
     strip = A.class_maps_layers(model, x, list(range(1, model.depth + 1)), c)
     strip = torch.cat([A.upsample(m, size) for m in strip], 1)[0]          # (N, H, W)
-    removed = remove_pixels(x, fa, [fraction], order=order)[0]               # (1, 3, H, W)
+    removed = remove_pixels(x, fa, Removal([fraction], order))[0]            # (1, 3, H, W)
     before, after = model.probabilities(x).float()[0], model.probabilities(removed).float()[0]
     return dict(image=image.numpy(), cls=cls, layer=layer, fraction=fraction, order=order,
                 fa=_np(fa[0, 0]), gc=_np(gc[0, 0]), strip=_np(strip),

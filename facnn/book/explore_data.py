@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .. import attribution as A
 from .. import data as D
-from ..removal import ORDERS, check_fractions, remove_pixels
+from ..removal import ORDERS, Removal, check_fractions, remove_pixels
 
 FRACTIONS = (0, .1, .2, .3, .4, .5, .6, .7, .8, .9)
 
@@ -86,7 +86,7 @@ def explorer_data(model, test: D.ArrayDataset, n_images: int = 12,
     removed, r_pred, r_prob = [], [], []
     for order in ORDERS:
         # (F, n, 3, H, W): the label's last-layer map ranks the pixels
-        xr = remove_pixels(x, by_layer[depth], f, order=order, fill="mean", classes=y)
+        xr = remove_pixels(x, by_layer[depth], Removal(f, order, fill="mean"), classes=y)
         c, p = _predict(model, xr.flatten(0, 1))
         removed.append(_uint8(xr, test.name).swapaxes(0, 1))                # (n, F, 3, H, W)
         r_pred.append(c.view(len(f), -1).T)
