@@ -360,7 +360,7 @@ def compute_maps(method: str, model, x: Tensor, classes: Tensor, layer: int | No
     its seeded draw would otherwise repeat itself in every chunk.
 
     ``store``: a folder where the chunks of an expensive method (RISE, K-OCC) are kept, each
-    under a hash of everything it depends on (see :func:`map_key`), so a later call with the
+    under a hash of everything it depends on (see :func:`_map_key`), so a later call with the
     same inputs loads them instead of recomputing, and a killed run loses one chunk."""
     check_choice("method", method, A.METHODS)
     check_model(model)
@@ -374,7 +374,7 @@ def compute_maps(method: str, model, x: Tensor, classes: Tensor, layer: int | No
     out = []
     for s in range(0, len(x), batch):
         xs, cs = x[s:s + batch], classes[s:s + batch]
-        path = folder / f"{map_key(method, weights, xs, cs, layer, kw)}.pt" if folder else None
+        path = folder / f"{_map_key(method, weights, xs, cs, layer, kw)}.pt" if folder else None
         m = _load_maps(path) if path else None
         if m is None:
             m = A.attribute(method, model, xs, classes=cs, layer=layer, **kw).detach().float().cpu()
@@ -406,7 +406,7 @@ def _code_hash() -> str:
                           .encode()).hexdigest()
 
 
-def map_key(method: str, weights: str, x: Tensor, classes: Tensor, layer: int | None,
+def _map_key(method: str, weights: str, x: Tensor, classes: Tensor, layer: int | None,
             kw: Mapping[str, Any]) -> str:
     """The identity of one chunk of maps: method, its arguments, layer, the model's weights,
     the exact input images and classes, the code, torch's version and the device type (a

@@ -100,17 +100,18 @@ def test_standard_recipe_milestones_are_distinct_where_possible(profile, dataset
     assert cfg.milestones == milestones and cfg.lr == 0.1
 
 
-def test_added_precision_field_keeps_older_hashes():
+def test_hash_covers_every_field_but_where_and_how_a_run_executes():
     from facnn.config import Config
     import hashlib
     import json as js
     cfg = preset("smoke", "shapes", "fa-pool")
     d = {k: v for k, v in cfg.to_dict().items() if k not in
          {"device", "data_root", "out_dir", "download", "progress", "num_workers", "save_every_s",
-          "precision", "compile", "loader", "holdout"}}
-    assert cfg.precision == "auto"
+          "compile"}}
     assert cfg.hash() == hashlib.sha256(js.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
-    assert cfg.hash() != apply_overrides(cfg, {"precision": "bf16"}).hash()
+    for field, value in (("precision", "bf16"), ("loader", "tensor"), ("holdout", 100)):
+        assert cfg.hash() != apply_overrides(cfg, {field: value}).hash(), field
+    assert cfg.hash() == apply_overrides(cfg, {"device": "cuda", "data_root": "/elsewhere"}).hash()
     assert preset("cpu", "cifar10", "fa-pool").precision == "bf16"
     assert Config.from_dict(cfg.to_dict()) == cfg
 

@@ -442,8 +442,8 @@ KEY_CHANGES = {
 def test_a_stored_chunk_is_keyed_by_everything_it_depends_on(change):
     base = dict(method="rise", weights="f" * 64, x=torch.randn(2, 3, 8, 8), classes=torch.tensor([0, 1]),
                 layer=None, kw={"n_masks": 20})
-    assert R.map_key(**base) == R.map_key(**dict(base, x=base["x"].clone()))
-    assert R.map_key(**KEY_CHANGES[change](base)) != R.map_key(**base)
+    assert R._map_key(**base) == R._map_key(**dict(base, x=base["x"].clone()))
+    assert R._map_key(**KEY_CHANGES[change](base)) != R._map_key(**base)
 
 
 def test_benchmark_with_a_maps_store_gives_the_same_curves(small_benchmark, trained_smoke, shapes_test,
