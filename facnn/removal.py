@@ -34,9 +34,7 @@ import hashlib
 import inspect
 import json
 import math
-import os
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -47,6 +45,7 @@ import torch.nn.functional as F_
 from torch import Tensor
 
 from . import attribution as A
+from .fileio import atomic_write_bytes
 from .checks import (check_batch_size, check_choice, check_columns, check_float, check_images,
                      check_int, check_labels, check_model, check_tensor)
 from .models import default_batch, fast_layout
@@ -432,9 +431,7 @@ def _load_maps(path: Path) -> Tensor | None:
 def _save_maps(path: Path, maps: Tensor) -> None:
     """Write by rename, so a killed run never leaves a half-written chunk."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    torch.save(maps, tmp)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, lambda f: torch.save(maps, f))
 
 
 def run_benchmark(model, dataset, methods: Sequence[str] = METHODS,
