@@ -22,7 +22,7 @@ test: $(STAMP)
 # make book [PROFILE=cpu|smoke|paper] [FRESH=1]: executes notebooks/NN_*.ipynb with papermill
 # into _build/src/notebooks/, then jupyter-book builds _build/html (execution off, warnings as errors).
 book: $(STAMP)
-	FRESH=$(FRESH) $(PY) -m facnn.book --profile $(PROFILE)
+	FRESH=$(FRESH) $(PY) -m facnnbook --profile $(PROFILE)
 
 # make bench: speed ratios against pytorch-grad-cam, Captum and Quantus (~8 min on 2 cores);
 # BENCH_ARGS="--quick" for a one-minute version, "--threads 0" for all cores (steadier: 1).

@@ -7,7 +7,7 @@ Sections (each can be chosen with --sections):
   removal       our removal curve vs Quantus PixelFlipping at an equal protocol
   training      FA-CNN vs a bare conv+BN stack: eager, channels_last, torch.compile
 
-Writes results/benchmarks/<host kind>.json (facnn.book.bench describes it). The machine it ran
+Writes results/benchmarks/<host kind>.json (facnnbook.bench describes it). The machine it ran
 on is recorded inside; the ratios, not the absolute times, are the result. A CPU run uses
 one torch thread unless told otherwise (--threads): on a machine shared with other work it
 keeps the ratios steady. On CUDA it runs unchanged, with larger batches, and fills the GPU
@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from benchmarks import cases, maps, perturbation, removal, training  # noqa: E402
 from benchmarks.harness import Report  # noqa: E402
-from facnn.book import bench  # noqa: E402
+from facnnbook import bench  # noqa: E402
 
 SECTIONS = {"maps": maps.run, "perturbation": perturbation.run, "removal": removal.run,
             "training": training.run}
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         section_s[name] = round(time.perf_counter() - ts, 1)
         print(f"[bench] {name} done in {section_s[name]:.0f} s", flush=True)
 
-    from facnn.book.provenance import git_commit
+    from facnnbook.provenance import git_commit
     cuda = device.type == "cuda"
     doc = {"schema": bench.SCHEMA, "mode": mode, "machine": bench.machine(), "device": str(device),
            "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),

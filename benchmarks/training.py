@@ -15,7 +15,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from facnn.book import bench
+from facnnbook import bench
 from facnn.info import count_flops
 
 from . import cases

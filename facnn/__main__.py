@@ -67,7 +67,8 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from .train import evaluate, is_finished, load_trained, make_loaders, resolve_device
+    from .checkpoint import is_finished, load_trained
+    from .train import evaluate, make_loaders, resolve_device
     cfg = _config(args)
     device = resolve_device(cfg.device)
     model = load_trained(cfg, device)
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     try:
         from .fileio import RunLocked, StorageError
-        from .train import CheckpointError
+        from .checkpoint import CheckpointError
         try:
             args.fn(args)
         except (ValueError, FileNotFoundError, CheckpointError, StorageError, FloatingPointError,

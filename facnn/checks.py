@@ -202,7 +202,7 @@ def check_model(model: Any, name: str = "model"):
     from torch import nn
     if not isinstance(model, nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module, got {_kind(model)}; build one with "
-                        f"facnn.build_model(...) or load one with facnn.train.load_trained(cfg)")
+                        f"facnn.build_model(...) or load one with facnn.checkpoint.load_trained(cfg)")
     return model
 
 

@@ -3,7 +3,7 @@
 - ``cifar10``, ``cifar100``: torchvision's own download into ``<out>``, kept in torchvision's
   layout (``cifar-10-batches-py/``, ``cifar-100-python/``), which facnn.data reads as it is.
 - ``imagenet20``: the GitHub archive of mini-ImageNet's split (Deo0330/split_minidataset at
-  the pinned commit of data/README.md); the 20 classes of ``facnn.data.IMAGENET20`` are
+  the pinned commit of data/README.md); the 20 classes of ``facnn.imagenet.IMAGENET20`` are
   extracted into ``<out>/imagenet20/{train,val}/<wnid>/`` and each class and split is checked
   against ``imagenet20-sha256.json`` (the sha256 of its sorted ``sha256  path`` lines, the
   form of ``sha256sum``), so a changed file names its class.
@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from .data import IMAGENET20
+from .imagenet import IMAGENET20
 
 SOURCE_REPO = "Deo0330/split_minidataset"
 SOURCE_COMMIT = "557ebcae0db23651f9370f54a5f31b1f0fd4064d"

@@ -2,7 +2,7 @@
 chapters' models, the learning rates and the sweeps that choose them, each with why.
 
 ``python -m facnn`` (train, sweep), the plan (:mod:`facnn.plan`) and the book
-(:mod:`facnn.book.runs`) read these tables; what a profile is (its sizes) is
+(:mod:`facnnbook.runs`) read these tables; what a profile is (its sizes) is
 :mod:`facnn.config`'s. This module imports nothing of facnn, so facnn.config can read it.
 """
 from __future__ import annotations
@@ -75,7 +75,7 @@ CHAPTER_OVERRIDES: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
 # -- learning rates ---------------------------------------------------------------------
 
 # The minimal recipe's learning rate (the paper gives none; SPEC 5). Chosen by the cpu
-# profile's sweep (SWEEP; facnn.book.table1.sweep_best's one-standard-error rule; shown
+# profile's sweep (SWEEP; facnnbook.table1.sweep_best's one-standard-error rule; shown
 # in the book's Table 1 chapter) and used at every profile; the standard recipe keeps the
 # usual 0.1 with momentum.
 MINIMAL_LR = 0.8

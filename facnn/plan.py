@@ -35,7 +35,7 @@ from .experiments import (CHAPTER_MODELS, CHAPTER_OVERRIDES, HELDOUT_SWEEP, IMAG
                           PLAN, SEED_OVERRIDES, SEEDS, SWEEP_MODELS)
 from .models import model_from_config
 
-# -- the runs the book reads (facnn.book.runs.Runs reads them through run_config) -----------
+# -- the runs the book reads (facnnbook.runs.Runs reads them through run_config) -----------
 
 def run_config(profile: str, dataset: str, model: str, recipe: str = "minimal",
                seed: int | None = None, **extra: Any) -> Config:

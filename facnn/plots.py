@@ -209,7 +209,7 @@ def lr_sweeps(tables, chosen=None):
     (the one-standard-error rule picks the smallest rate inside it), and the chosen rate marked.
 
     ``tables``: model label -> DataFrame with columns "lr", "test accuracy (%)",
-    "test images", "status" (facnn.book.table1.sweep_table); rows whose status is not
+    "test images", "status" (facnnbook.table1.sweep_table); rows whose status is not
     "done" or whose accuracy is missing are skipped. ``chosen``: label -> chosen lr.
     """
     tables, chosen = dict(tables), dict(chosen or {})
@@ -254,7 +254,7 @@ def theorem1_maps(v, title: str | None = None):
     """Theorem 1, side by side: for each image (row) and three classes (label first), the
     averaged FA-CNN class map, Grad-CAM with the score Y^c as target (the theorem's) and
     Grad-CAM with the L1-normalised probability as target; r = Pearson correlation with
-    the class map. ``v``: the dict of facnn.book.chapters.theorem1_study."""
+    the class map. ``v``: the dict of facnnbook.chapters.theorem1_study."""
     from .theory import pearson
     import torch
     names = v["class_names"]
@@ -330,7 +330,7 @@ def bounded_increment(v, title: str | None = None):
     delta = 1/N (a thin dashed line drawn beneath the curves, so FA-CNN's increments, which
     sit near it, stay visible); below, each model's morph strip (its label's class map of
     S_L, at most 10 layers ending at N, one colour scale per model). ``v``: the dict of
-    facnn.book.chapters.combine_bounded."""
+    facnnbook.chapters.combine_bounded."""
     rows, models = v["rows"], list(v["models"])
     strips = {m: v["morph_" + "".join(ch if ch.isalnum() else "_" for ch in m)] for m in models}
     shown = _strip_layers(max(len(s) for s in strips.values()) - 1)
@@ -375,7 +375,7 @@ def bounded_increment(v, title: str | None = None):
 
 
 def layer_maps(v, class_names, images=None, title: str | None = None):
-    """Figures 1/5 for a facnn.book.chapters.qualitative_study dict: for each image a pair
+    """Figures 1/5 for a facnnbook.chapters.qualitative_study dict: for each image a pair
     of rows, per layer (columns) the averaged FA-CNN map (top) and Grad-CAM (bottom) with
     their Pearson correlation r; on the right the image, RISE and K-OCC."""
     layers = list(v["layers"])
@@ -452,7 +452,7 @@ def seed_effects(q):
 
 
 def explorer_view(e, class_names, title: str | None = None):
-    """The explorer's picture for a facnn.book.chapters.explore dict: the image, the class
+    """The explorer's picture for a facnnbook.chapters.explore dict: the image, the class
     map and Grad-CAM at the chosen layer, the image after removal with the predictions,
     and the morph strip of the class map through every layer (at most 10 of them)."""
     strip = e["strip"]
@@ -520,14 +520,13 @@ _GROUP_AXES = {"theory": "Pearson r, or largest increment in units of 1/N",
                "attribution": "bootstrap support (Figure 4), Pearson r (Figures 1/5)"}
 
 
-def claims_forest(claims, names=None, groups=None):
+def claims_forest(claims, groups, names=None):
     """Every quantitative claim in one figure, a panel per group (theory, accuracy,
     attribution): our value with its 95 % interval coloured by verdict, the paper's value as
     a cross and the claim's threshold as a grey tick where it has them; "not run" at the
-    left edge. ``claims``: dicts of the claims file; ``groups``: source -> group
-    (facnn.book.claims.GROUPS); ``names``: dataset id -> name."""
-    from .book.claims import GROUPS
-    groups, names = groups or GROUPS, names or {}
+    left edge. ``claims``: dicts of the claims file; ``groups``: source -> group (the book's
+    facnnbook.claims.GROUPS); ``names``: dataset id -> name."""
+    names = names or {}
     panels: dict[str, list] = {}
     for c in claims:
         panels.setdefault(groups.get(c["source"], "other"), []).append(c)

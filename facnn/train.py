@@ -22,11 +22,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,10 +33,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from . import data as D
-from .config import Config, cli_command, run_dir
-from .fileio import (atomic_write_bytes, atomic_write_text, file_sha256, git_commit, make_dir,
-                     read_json, run_lock, sweep_stale_temps)
+from . import data as D, imagenet as IN, loaders as Ld
+from .checkpoint import finished_summary, load_checkpoint, save_checkpoint, save_weights
+from .config import Config, run_dir
+from .fileio import atomic_write_text, file_sha256, git_commit, make_dir, run_lock, sweep_stale_temps
+from .interrupt import deferred, interrupted
 from .info import check_memory
 from .models import Classifier, fast_layout, inputs_unchecked, model_from_config
 
@@ -63,48 +62,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-class CheckpointError(RuntimeError):
-    pass
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training, after the checkpoint was brought up to date where that was
-    safe; the message says where a rerun resumes."""
-
-
-def load_checkpoint(path: Path, cfg: Config | None = None) -> dict[str, Any]:
-    """Load a checkpoint (or weights.pt), refusing a truncated file or one written for
-    another config. With ``cfg`` the errors give the command that rebuilds the file."""
-    path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises several types for a damaged zip
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: "
-                              f"{str(e)[:120]}); {_rebuild(path, cfg)}") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config_hash" not in ckpt:
-        raise CheckpointError(f"{path} is not a facnn checkpoint; {_rebuild(path, cfg)}")
-    if cfg is not None and ckpt["config_hash"] != cfg.hash():
-        raise CheckpointError(
-            f"checkpoint {path} was written for config {ckpt['config_hash']}, not this one "
-            f"({cfg.hash()}); use another out_dir or delete the checkpoint. Differences: "
-            f"{_diff(ckpt.get('config', {}), cfg.to_dict())}")
-    return ckpt
-
-
-def _rebuild(path: Path, cfg: Config | None) -> str:
-    """How to get a good file at ``path`` again."""
-    if cfg is None:
-        return "delete it to train from scratch"
-    if path.name == "weights.pt":   # train() retrains a finished run whose weights are unusable
-        return f"rebuild it (this retrains the run) with: {cli_command(cfg)}"
-    return f"delete it to train from scratch, then run: {cli_command(cfg)}"
-
-
-def _diff(a: dict, b: dict) -> str:
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    return ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys) or "none recorded"
 
 
 # -- optimisation -------------------------------------------------------------------------
@@ -182,7 +139,7 @@ def make_loaders(cfg: Config, device: torch.device, rank: int = 0, world: int = 
     """(train, test) loaders for a config: tensor-resident for in-memory datasets and
     ImageNet-20, a DataLoader with workers for ImageNet-100 (``cfg.loader`` chooses for
     ImageNet subsets). Both kinds take ``set_epoch(epoch, start_batch)``."""
-    imagenet = cfg.dataset in D.IMAGENET_SUBSETS
+    imagenet = cfg.dataset in IN.IMAGENET_SUBSETS
     # auto decodes ImageNet-20 (12,000 small JPEGs, a few seconds) into memory and streams
     # ImageNet-100 (130,000 photos) through workers
     loader = cfg.loader if cfg.loader != "auto" else "tensor" if cfg.dataset == "imagenet20" else "workers"
@@ -192,21 +149,21 @@ def make_loaders(cfg: Config, device: torch.device, rank: int = 0, world: int = 
         return _imagenet_loaders(cfg, device, rank, world)
     train, test = D.load_config_data(cfg)
     crop = dict(drop_last=True, augmentation="resized-crop") if imagenet else {}
-    return (D.TensorLoader(train, max(1, cfg.batch_size // world), True, device, cfg.seed, rank, world,
+    return (Ld.TensorLoader(train, max(1, cfg.batch_size // world), True, device, cfg.seed, rank, world,
                            **crop),
-            D.TensorLoader(test, 500, False, device))
+            Ld.TensorLoader(test, 500, False, device))
 
 
 def _imagenet_loaders(cfg: Config, device: torch.device, rank: int, world: int):
     """An ImageNet subset through a DataLoader with ``cfg.num_workers`` workers (0: in this
     process); order and augmentation fixed by (seed, epoch), so resume is exact."""
-    root = D.imagenet_root(cfg.dataset, cfg.data_root)
-    wnids = D.class_list(cfg.dataset, root, cfg.classes_file, D.CLASS_CHOICE_SEED)
-    tr, va = (D.FolderDataset(cfg.dataset, root, split, wnids, cfg.image_size) for split in ("train", "val"))
+    root = IN.imagenet_root(cfg.dataset, cfg.data_root)
+    wnids = IN.class_list(cfg.dataset, root, cfg.classes_file, IN.CLASS_CHOICE_SEED)
+    tr, va = (IN.FolderDataset(cfg.dataset, root, split, wnids, cfg.image_size) for split in ("train", "val"))
     common = dict(num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
-    return (D.FolderLoader(tr, max(1, cfg.batch_size // world), True, cfg.seed, rank, world,
+    return (Ld.FolderLoader(tr, max(1, cfg.batch_size // world), True, cfg.seed, rank, world,
                            drop_last=True, **common),
-            D.FolderLoader(va, 250, False, **common))
+            Ld.FolderLoader(va, 250, False, **common))
 
 
 # -- the loop -----------------------------------------------------------------------------
@@ -274,7 +231,7 @@ def _train(cfg: Config, stop_after: int | None, device: torch.device) -> dict[st
     out = run_dir(cfg)
     summary_path, ckpt_path = out / "summary.json", out / "checkpoint.pt"
     if summary_path.exists() and stop_after is None:
-        summary = _finished_summary(cfg, rank, world)
+        summary = finished_summary(cfg, rank, world)
         if summary is not None:
             return summary
     make_dir(out)
@@ -309,12 +266,12 @@ def _train(cfg: Config, stop_after: int | None, device: torch.device) -> dict[st
         fields = state.checkpoint()   # reads the running sums: a NaN stops here, on every rank
         if rank == 0:
             state.saving = True
-            _save(ckpt_path, model, opt, sched, cfg, fields, device)
+            save_checkpoint(ckpt_path, model, opt, sched, cfg, fields, device)
             state.saving, state.saved = False, (fields["epoch"], fields["batch"])
 
     last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     try:
-        with inputs_unchecked(model), _deferred_interrupt(state):
+        with inputs_unchecked(model), deferred(state):
             for epoch in range(state.epoch, last):
                 t0 = time.perf_counter()
                 stats = _train_epoch(net, opt, sched, train_loader, cfg, device, rank, state, save)
@@ -337,7 +294,7 @@ def _train(cfg: Config, stop_after: int | None, device: torch.device) -> dict[st
     except KeyboardInterrupt:
         if rank == 0 and state.safe and not state.saving and state.saved != (state.epoch, state.batch):
             save()
-        raise _interrupted(cfg, ckpt_path, state, steps) from None
+        raise interrupted(cfg, ckpt_path, state, steps) from None
 
     summary = _summary(cfg, state, device, world)
     if rank == 0 and state.epoch >= cfg.epochs:
@@ -347,107 +304,6 @@ def _train(cfg: Config, stop_after: int | None, device: torch.device) -> dict[st
     if world > 1:
         dist.barrier()
     return summary
-
-
-def _finished_summary(cfg: Config, rank: int, world: int) -> dict | None:
-    """The summary of a finished run that still has its model (a cache hit); else None, with
-    the summary moved to summary.previous.json and a note that the run is retrained."""
-    path = run_dir(cfg) / "summary.json"
-    summary = read_json(path, f"delete it and rerun {cli_command(cfg)} (it resumes from "
-                              f"checkpoint.pt, or retrains)")
-    why = _unusable_weights(cfg)
-    if why is None:
-        return summary
-    if world > 1:
-        dist.barrier()   # every rank has read the summary before it moves
-    if rank == 0:
-        took = summary.get("wall_s") if isinstance(summary, dict) else None
-        eta = f"about {_duration(took)} on {summary.get('device', 'its device')} last time" if took \
-            else "its duration unrecorded"
-        print(f"{run_dir(cfg)} finished before (summary.json) but {why}: retraining it from scratch "
-              f"({eta}); the old summary is kept as summary.previous.json", file=sys.stderr, flush=True)
-        os.replace(path, path.with_name("summary.previous.json"))
-    return None
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _unusable_weights(cfg: Config) -> str | None:
-    """None when a finished run still has its model (a loadable checkpoint.pt or
-    weights.pt), else why not. A damaged checkpoint.pt is moved aside (eval needs only the
-    weights, and a retrain could not resume from it)."""
-    folder = run_dir(cfg)
-    ckpt = folder / "checkpoint.pt"
-    if ckpt.exists():
-        try:
-            load_checkpoint(ckpt, cfg)
-            return None
-        except CheckpointError as e:
-            os.replace(ckpt, folder / "checkpoint.damaged.pt")
-            print(f"{str(e).split(' (')[0]}: moved it to checkpoint.damaged.pt (a finished run "
-                  f"needs only its weights.pt)", file=sys.stderr, flush=True)
-    if not (folder / "weights.pt").exists():
-        return "neither weights.pt nor checkpoint.pt is there"
-    try:
-        load_checkpoint(folder / "weights.pt", cfg)
-    except CheckpointError as e:
-        return f"its weights.pt cannot be used ({str(e).split(';')[0]})"
-    return None
-
-
-def is_finished(cfg: Config) -> bool:
-    """Whether the run trained all its epochs (its summary.json was written)."""
-    return (run_dir(cfg) / "summary.json").exists()
-
-
-@contextmanager
-def _deferred_interrupt(state: Progress):
-    """Within the block, the first Ctrl-C (SIGINT) only sets ``state.stop``: the loop stops at
-    the end of the current batch, where a checkpoint is consistent. A second one raises
-    KeyboardInterrupt at once. Only in the main thread (signals are delivered there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        state.stop = True
-        # the second press stops at once: a process started with SIGINT ignored (a
-        # background job) or at its default has no Python handler to hand back to
-        signal.signal(signal.SIGINT, previous if callable(previous) else signal.default_int_handler)
-        print("\nstopping after this batch (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-
-
-def _interrupted(cfg: Config, ckpt_path: Path, state: Progress, steps: int) -> TrainingInterrupted:
-    """The message of a Ctrl-C: where the rerun resumes, read from disk when the interrupt
-    hit a checkpoint write."""
-    saved = state.saved
-    if state.saving and ckpt_path.exists():
-        try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            saved = (ckpt["epoch"], ckpt["batch"])
-        except Exception:
-            saved = None
-    if saved is None:
-        return TrainingInterrupted("stopped before the first checkpoint; rerun the same command "
-                                   "to start again")
-    if saved[0] >= cfg.epochs:
-        return TrainingInterrupted("stopped after the last epoch; rerun the same command to write "
-                                   "the summary")
-    return TrainingInterrupted(f"stopped; rerun the same command to resume from epoch {saved[0] + 1} batch "
-                               f"{saved[1]} (of {cfg.epochs} epochs, {steps} batches each; {ckpt_path})")
 
 
 def _train_epoch(net, opt, sched, loader, cfg: Config, device: torch.device, rank: int,
@@ -524,16 +380,6 @@ def _check_finite(bad: torch.Tensor, epoch: int, cfg: Config) -> None:
             f"(lr={cfg.lr:g}), e.g. --set lr={cfg.lr / 10:g}")
 
 
-def _save(path, model, opt, sched, cfg, fields: dict, device) -> None:
-    """Write checkpoint.pt atomically: model, optimiser, scheduler, RNG and the run's
-    :class:`Progress` fields."""
-    ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "config": cfg.to_dict(), "config_hash": cfg.hash(), **fields}
-    atomic_write_bytes(path, lambda f: torch.save(ckpt, f))
-
-
 def _resume(path: Path, cfg: Config, model, opt, sched, device: torch.device) -> Progress:
     """Load what :func:`_save` wrote into model, optimiser, scheduler and RNG; the progress."""
     ckpt = load_checkpoint(path, cfg)
@@ -573,53 +419,3 @@ def _dist_setup() -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-def save_weights(cfg: Config) -> Path:
-    """Write <run>/weights.pt: the finished model's fp32 weights alone (no optimiser, no RNG),
-    small enough to commit so a clone can use the model without retraining it."""
-    ckpt = load_checkpoint(run_dir(cfg) / "checkpoint.pt", cfg)
-    weights = {k: v.float().contiguous() if v.is_floating_point() else v.contiguous()
-               for k, v in ckpt["model"].items()}
-    path = run_dir(cfg) / "weights.pt"
-    atomic_write_bytes(path, lambda f: torch.save(
-        {"model": weights, "config": cfg.to_dict(), "config_hash": cfg.hash()}, f))
-    return path
-
-
-def load_trained(cfg: Config, device: str | torch.device = "cpu") -> Classifier:
-    """The model of a run in eval mode, from its checkpoint, or else from its weights.pt.
-    Errors name the file and give the command that rebuilds it (with the config's own
-    overrides)."""
-    folder = run_dir(cfg)
-    path = next((p for p in (folder / "checkpoint.pt", folder / "weights.pt") if p.exists()), None)
-    if path is None:
-        finished = ""
-        if (folder / "summary.json").exists():
-            finished = (" (the run finished before and kept only its summary; this command "
-                        "retrains it)")
-        raise FileNotFoundError(f"no checkpoint.pt or weights.pt in {folder}; train it with: "
-                                f"{cli_command(cfg)}{finished}")
-    model = model_from_config(cfg)
-    try:
-        weights = load_checkpoint(path, cfg)["model"]
-    except CheckpointError:
-        if path.name != "checkpoint.pt" or not is_finished(cfg) or not (folder / "weights.pt").exists():
-            raise
-        path = folder / "weights.pt"   # eval needs only the finished run's weights
-        weights = load_checkpoint(path, cfg)["model"]
-    want = model.state_dict()
-    missing, extra = [k for k in want if k not in weights], [k for k in weights if k not in want]
-    if missing or extra:
-        def some(keys: list[str]) -> str:
-            return ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
-        raise CheckpointError(
-            f"{path} does not match the model: {len(missing)} key(s) missing ({some(missing)}), "
-            f"{len(extra)} unexpected ({some(extra)}); it was written by another version of facnn "
-            f"or damaged: {_rebuild(path, cfg)}")
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:   # a shape that differs
-        raise CheckpointError(f"{path} does not match the model ({str(e).splitlines()[-1].strip()[:160]}); "
-                              f"{_rebuild(path, cfg)}") from None
-    return model.to(device).eval()

@@ -50,7 +50,8 @@ def trained_smoke(tmp_path_factory):
     fill) sits on RAND's (gaps -0.05 to +0.32, mean +0.03), so that test has nothing to
     compare."""
     from facnn import preset
-    from facnn.train import load_trained, train
+    from facnn.checkpoint import load_trained
+    from facnn.train import train
     cfg = preset("smoke", "shapes", "fa-pool", out_dir=str(tmp_path_factory.mktemp("runs")),
                  progress=False, lr=0.1)
     train(cfg)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from facnn import attribution as A
-from facnn.book import bench
+from facnnbook import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))           # the benchmarks package lives beside facnn

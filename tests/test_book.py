@@ -1,4 +1,4 @@
-"""The book's machinery (facnn.book): the run store, the analysis cache, the verdict file,
+"""The book's machinery (facnnbook): the run store, the analysis cache, the verdict file,
 the notebooks through papermill and nbval, and the built book as its reader sees it."""
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facnn.book import cache as Cc, claims as C, pipeline as P, table1 as T1
-from facnn.book.provenance import MissingResult
-from facnn.book.runs import Runs
+from facnnbook import cache as Cc, claims as C, pipeline as P, table1 as T1
+from facnnbook.provenance import MissingResult
+from facnnbook.runs import Runs
 from facnn import config as F
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def test_notebook_sources_are_output_free_with_one_parameters_cell_and_a_title()
 
 def test_library_imports_without_the_book_stack():
     """facnn proper imports with pandas, papermill, nbformat and myst_nb blocked, and never
-    imports facnn.book."""
+    imports facnnbook."""
     code = ("import sys\n"
             "class Block:\n"
             "    def find_spec(self, name, path=None, target=None):\n"
@@ -63,8 +63,8 @@ def test_library_imports_without_the_book_stack():
             "sys.meta_path.insert(0, Block())\n"
             "import facnn, facnn.config, facnn.layers, facnn.models, facnn.data, facnn.train, "
             "facnn.attribution, facnn.theory, facnn.removal, facnn.plots, facnn.info, facnn.checks\n"
-            "assert not any(m.startswith('facnn.book') for m in sys.modules), "
-            "[m for m in sys.modules if m.startswith('facnn.book')]\n"
+            "assert not any(m.startswith('facnnbook') for m in sys.modules), "
+            "[m for m in sys.modules if m.startswith('facnnbook')]\n"
             "print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
@@ -198,7 +198,7 @@ def test_a_claim_needs_a_known_verdict_a_reason_and_a_quote(kwargs, match):
 
 
 def test_every_quote_is_the_papers_own_sentence():
-    from facnn.book import paper
+    from facnnbook import paper
     text = paper.paper_text()
     if text is None:
         pytest.skip("../shared/paper is not beside this checkout")
@@ -214,7 +214,7 @@ def test_the_chapters_models_keep_their_seed0_runs_and_table1_uses_each_models_r
 
 
 def test_seed_changes_name_the_preset_and_who_uses_it(monkeypatch):
-    from facnn.book import runs as R
+    from facnnbook import runs as R
     assert R.seed_changes("cpu").startswith("CIFAR-10 seeds 1, 2, 3: precision=fp32 (the preset: precision=bf16)")
     monkeypatch.setitem(R.SEEDS, "cpu", {**R.SEEDS["cpu"], "cifar10": (0, 1, 2, 3)})
     assert R.seed_changes("cpu").startswith("CIFAR-10 seeds 1, 2, 3: precision=fp32 (the preset: "
@@ -420,7 +420,7 @@ def test_a_missing_result_reaches_the_build_as_data(tmp_path):
     commands = ["python -m facnn train --set a=1; echo done", "python -m facnn eval. Run: x"]
     cells = [nbformat_cell("markdown", "# T\n{glue:text}`k:s`"),
              nbformat_cell("code", "profile = 'smoke'", ["parameters"]),
-             nbformat_cell("code", "from facnn.book.provenance import MissingResult\n"
+             nbformat_cell("code", "from facnnbook.provenance import MissingResult\n"
                                    f"raise MissingResult('the weights', {commands!r}, 'why (x)')")]
     src, dst = tmp_path / "01_t.ipynb", tmp_path / "out" / "01_t.ipynb"
     src.write_text(json.dumps({"cells": cells, "metadata": {"kernelspec": {
@@ -454,7 +454,7 @@ def nbformat_cell(kind: str, source: str, tags: tuple | list = ()) -> dict:
     ("n_images", 2.5, "must be an int"),
 ])
 def test_notebook_sizes_are_checked(tmp_path, name, value, message):
-    from facnn.book.chapter import Chapter
+    from facnnbook.chapter import Chapter
     ch = Chapter("x", "smoke", results_dir=str(tmp_path))
     with pytest.raises((ValueError, TypeError), match=re.escape(message)):
         ch.size(name, value)
@@ -522,7 +522,7 @@ def test_notebook_runs_under_nbval(smoke_results, notebook):
 def smoke_book(smoke_results, tmp_path_factory) -> Path:
     """A full smoke build of the book (executed notebooks + jupyter-book -W --all)."""
     root = tmp_path_factory.mktemp("book")
-    proc = subprocess.run([sys.executable, "-m", "facnn.book", "--profile", "smoke", "--root",
+    proc = subprocess.run([sys.executable, "-m", "facnnbook", "--profile", "smoke", "--root",
                            str(root), "--results", str(smoke_results),
                            "--set", f"overrides={json.dumps(FAST)}"],
                           cwd=ROOT, capture_output=True, text=True)
@@ -632,7 +632,7 @@ def test_the_landing_page_counts_finished_seeds(tmp_path):
     (lambda pub: pub.text("t", 0.5, "{:.2f}"), "t", None, "0.50"),
 ])
 def test_publish_glues_what_the_page_pastes(monkeypatch, call, key, mime, expected):
-    from facnn.book import publish as pub
+    from facnnbook import publish as pub
     glued = {}
     monkeypatch.setattr(pub, "_glue", lambda k, obj: glued.__setitem__(k, obj))
     call(pub)
@@ -641,7 +641,7 @@ def test_publish_glues_what_the_page_pastes(monkeypatch, call, key, mime, expect
 
 
 def test_a_stale_result_says_so_on_its_page(tmp_path, monkeypatch, clean_commit, capsys):
-    from facnn.book.chapter import Chapter
+    from facnnbook.chapter import Chapter
     mod = tmp_path / "chapter_page.py"
     mod.write_text("def study(n):\n    return {'x': n}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -664,7 +664,7 @@ def test_a_stale_result_says_so_on_its_page(tmp_path, monkeypatch, clean_commit,
 def test_launch_cells_use_the_one_repository_url():
     """Colab opens a chapter from the repository: its first code cell (hidden on the page)
     clones and installs facnn from the URL in _config.yml, the launch buttons' URL."""
-    from facnn.book.pipeline import repository_url
+    from facnnbook.pipeline import repository_url
     url = repository_url()
     for path in sorted((ROOT / "notebooks").glob("0[1-8]_*.ipynb")):
         cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
@@ -690,7 +690,7 @@ KNOWN_STALE: set[str] = set()
 
 
 def test_no_committed_cached_result_is_stale_against_the_code():
-    from facnn.book.provenance import ROOT
+    from facnnbook.provenance import ROOT
     stale = {}
     for analysis in sorted((ROOT / "results").glob("*/analysis")):
         stale.update({f"{analysis.parent.name}/{name}": why for name, why in Cc.stale_entries(analysis)})
@@ -751,3 +751,17 @@ def test_curves_read_each_seeds_test_accuracy_per_epoch(tmp_path):
                                                   for e, a in ((1, 0.3), (2, 0.5))))
     got = runs.curves([("cifar10", "vanilla", "minimal")])
     assert got == {("cifar10", "vanilla", "minimal"): {1: None, 2: [0.3, 0.5], 3: None}}
+
+
+def test_the_library_never_imports_the_book():
+    """facnn is the thin library; the book's machinery (facnnbook) lives apart (STYLE.md)."""
+    import ast
+    root = Path(__file__).resolve().parents[1] / "facnn"
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "facnnbook"
+                      or (isinstance(node, ast.ImportFrom) and node.level and n.startswith("book"))]
+    assert not found, found

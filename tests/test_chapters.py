@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from facnn import data as D
-from facnn.book import chapters as X
+from facnnbook import chapters as X
 from facnn.models import build_model
 
 
@@ -152,7 +152,7 @@ class _ClaimRecorder:
 
     def claim(self, id, quote, statement, metric, paper, ours, verdict, source, reason=None,
               counted=True, **kw):
-        from facnn.book.claims import entry
+        from facnnbook.claims import entry
         self.claims[id] = entry(id, source, quote, statement, self.runs.dataset, metric, paper,
                                 ours, verdict, "page", reason=reason, counted=counted, **kw)
 
@@ -177,12 +177,12 @@ class _Recorder:
 
     def claim(self, id, quote, statement, metric, paper, ours, verdict, source, dataset=None,
               ci95=None, n_seeds=1, reason=None, counted=True, **extra):
-        from facnn.book.claims import entry
+        from facnnbook.claims import entry
         self.claims[id] = entry(id, source, quote, statement, dataset, metric, paper, ours,
                                 verdict, "04_pixel_removal", ci95, n_seeds, reason, counted)
 
 
-# -- Figure 4 as the paper states it (facnn.book.figure4), on made-up curves ----------------
+# -- Figure 4 as the paper states it (facnnbook.figure4), on made-up curves ----------------
 
 _FR = np.round(np.linspace(0, 1, 11), 2)
 
@@ -207,7 +207,7 @@ def _curves(order="lerf", clean=0.7, **bands):
 
 
 def _view(order="lerf", **kw):
-    from facnn.book import figure4 as F
+    from facnnbook import figure4 as F
     return F.View(_curves(order, **kw), _FR, order)
 
 
@@ -220,7 +220,7 @@ def _view(order="lerf", **kw):
     ("morf", 0.20, 0.30, 0.40, 0.40, True),
 ])
 def test_strict_low_removal_needs_each_perturbation_method_to_beat_each_of_ours(order, rise, kocc, fa, gc, holds):
-    from facnn.book import figure4 as F
+    from facnnbook import figure4 as F
     v = _view(order, rise=(rise, .6, .3), k_occ=(kocc, .6, .3), fa_cnn=(fa, .6, .3), grad_cam=(gc, .6, .3))
     assert F._low(v)[1] is holds
 
@@ -233,7 +233,7 @@ def test_strict_low_removal_needs_each_perturbation_method_to_beat_each_of_ours(
     (0.73, 0.60, 0.68, False),    # 0.08 > 0.073
 ])
 def test_similar_is_relative_to_the_clean_accuracy(clean, ours, theirs, holds):
-    from facnn.book import figure4 as F
+    from facnnbook import figure4 as F
     v = _view(clean=clean, fa_cnn=(clean, ours, .1), grad_cam=(clean, ours, .1),
               rise=(clean, theirs, .1), k_occ=(clean, theirs, .1))
     assert F._mid(v)[1] is holds
@@ -248,7 +248,7 @@ def test_similar_is_relative_to_the_clean_accuracy(clean, ours, theirs, holds):
 ])
 def test_negative_attribution_test_skips_maps_that_cannot_be_negative(rise, rise_clip, kocc, kocc_clip,
                                                                      holds, monkeypatch):
-    from facnn.book import figure4 as F
+    from facnnbook import figure4 as F
     assert F.signed_methods() == ["k-occ"]
     bands = dict(rise=(0.7 + rise, .6, .3), rise_clip=(0.7 + rise_clip, .6, .3),
                  k_occ=(0.7 + kocc, .6, .3), k_occ_clip=(0.7 + kocc_clip, .6, .3))
@@ -274,7 +274,7 @@ _FALLING = dict(fa_cnn=(0.30, 0.1, 0.1), grad_cam=(0.30, 0.1, 0.1), rise=(0.35, 
     (_RISING, _RISING, "morf"),       # the curves cannot tell: the order the text names
 ])
 def test_removal_order_is_decided_by_what_the_curves_show(lerf, morf, decided):
-    from facnn.book import figure4 as F
+    from facnnbook import figure4 as F
     curves = {**_curves("lerf", **lerf), **_curves("morf", **morf)}
     order, evidence = F.removal_order(curves, _FR)
     assert order == decided
@@ -284,7 +284,7 @@ def test_removal_order_is_decided_by_what_the_curves_show(lerf, morf, decided):
 
 def _made_up_values(n: int = 120, seed: int = 0, n_boot: int = 40):
     """A removal_study-like result: per-image outcomes of every curve in both orders."""
-    from facnn.book import figure4 as F
+    from facnnbook import figure4 as F
     rng = np.random.default_rng(seed)
     keys, rows = [], []
     for (m, layer, order), acc in {**_curves("lerf", **_RISING), **_curves("morf", **_FALLING)}.items():
@@ -316,8 +316,8 @@ def test_record_claims_counts_only_the_order_the_curves_reproduce():
 
 
 def test_figure4_quotes_are_the_papers():
-    from facnn.book import figure4 as F
-    from facnn.book.paper import QUOTES, missing_quotes, paper_text
+    from facnnbook import figure4 as F
+    from facnnbook.paper import QUOTES, missing_quotes, paper_text
     assert {q for _, q, _, _ in F.STATEMENTS} | {"fig4_order"} <= set(QUOTES)
     text = paper_text()
     if text is None:
@@ -388,8 +388,8 @@ def _made_up(n: int, better_on: float, seed: int = 0):
 
 
 def _support(keys, correct, n: int, n_boot: int = 200) -> float:
-    """The bootstrap support of LeRF statement ``n`` of facnn.book.figure4."""
-    from facnn.book import figure4 as F
+    """The bootstrap support of LeRF statement ``n`` of facnnbook.figure4."""
+    from facnnbook import figure4 as F
     support = F.bootstrap_support(keys, correct, _FRACTIONS, n_boot=n_boot, seed=1)
     t = F.reading(F.curve_dict(keys, correct.mean(2)), _FRACTIONS)
     return float(support[int(np.flatnonzero((t["order"] == "lerf") & (t["n"] == n))[0])])
@@ -425,7 +425,7 @@ def test_bootstrap_support_does_not_depend_on_curve_order():
 def test_live_explorer_offers_images_of_every_class(setup):
     """Test sets come sorted by class: the image list must not be the first n (one class)."""
     pytest.importorskip("ipywidgets")
-    from facnn.book.explorer import build
+    from facnnbook.explorer import build
     model, test = setup
     order = torch.argsort(test.labels, stable=True)          # sorted by class, as CIFAR is here
     sorted_test = D.ArrayDataset(test.name, test.images[order], test.labels[order], test.classes)

@@ -112,7 +112,8 @@ def test_class_maps_gpu_equal_cpu():
 
 
 def test_train_one_epoch_on_cuda(tmp_path):
-    from facnn.train import load_checkpoint, run_dir, train
+    from facnn.checkpoint import load_checkpoint
+    from facnn.train import run_dir, train
     cfg = preset("smoke", "shapes", "fa-pool", epochs=1, shapes_train=200, shapes_test=50,
                  out_dir=str(tmp_path), progress=False, device="cuda")
     s = train(cfg)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from facnn import data as D
+from facnn import loaders as Ld
 
 
 def test_shapes_is_deterministic_and_has_masks():
@@ -31,11 +32,11 @@ def test_shapes_object_pixels_carry_the_class_colour():
 def test_augment_identity_crop_and_flip():
     x = torch.randint(0, 255, (3, 3, 8, 8), dtype=torch.uint8)
     centre = torch.full((3, 2), 4)
-    out = D.augment(x, centre, torch.zeros(3, dtype=torch.bool))
+    out = Ld.augment(x, centre, torch.zeros(3, dtype=torch.bool))
     assert torch.equal(out, x)
-    out = D.augment(x, centre, torch.ones(3, dtype=torch.bool))
+    out = Ld.augment(x, centre, torch.ones(3, dtype=torch.bool))
     assert torch.equal(out, x.flip(-1))
-    shifted = D.augment(x, torch.tensor([[0, 4]] * 3), torch.zeros(3, dtype=torch.bool))
+    shifted = Ld.augment(x, torch.tensor([[0, 4]] * 3), torch.zeros(3, dtype=torch.bool))
     assert torch.equal(shifted[:, :, 4:], x[:, :, :4]) and (shifted[:, :, :4] == 0).all()
 
 
@@ -47,7 +48,7 @@ def test_normalise_roundtrip():
 
 def test_loader_order_depends_only_on_seed_and_epoch():
     ds = D.make_shapes(230, seed=0)
-    loader = D.TensorLoader(ds, 50, train=True, seed=1)
+    loader = Ld.TensorLoader(ds, 50, train=True, seed=1)
     loader.set_epoch(2)
     full = list(loader)
     assert len(full) == len(loader) == 5 and sum(len(y) for _, y in full) == 230
@@ -62,9 +63,9 @@ def test_loader_order_depends_only_on_seed_and_epoch():
 
 def test_loader_shards_batches_across_ranks():
     ds = D.make_shapes(200, seed=0)
-    ranks = [D.TensorLoader(ds, 20, True, seed=0, rank=r, world=2) for r in (0, 1)]
+    ranks = [Ld.TensorLoader(ds, 20, True, seed=0, rank=r, world=2) for r in (0, 1)]
     seen = torch.cat([y for r in ranks for _, y in r])
-    single = torch.cat([y for _, y in D.TensorLoader(ds, 20, True, seed=0)])
+    single = torch.cat([y for _, y in Ld.TensorLoader(ds, 20, True, seed=0)])
     assert len(seen) == 200 and sorted(seen.tolist()) == sorted(single.tolist())
 
 

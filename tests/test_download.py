@@ -50,7 +50,7 @@ def source_archive() -> dict[str, bytes]:
 
 
 def test_imagenet20_from_the_archive(tmp_path, source_archive):
-    from facnn.data import load_folder
+    from facnn.imagenet import load_folder
     target = G.get("imagenet20", tmp_path / "data", fetch=_fake(source_archive))
     assert target == tmp_path / "data" / "imagenet20"
     files = sorted(p.relative_to(target).as_posix() for p in target.rglob("*.jpg"))

@@ -23,7 +23,9 @@ import facnn.__main__ as M
 import facnn.attribution as A
 import facnn.removal as R
 import facnn.theory as T
+import facnn.checkpoint as CK
 import facnn.train as TR
+from facnn.interrupt import TrainingInterrupted
 from facnn import checks, fileio, preset
 from facnn.config import cli_command
 
@@ -154,7 +156,7 @@ def test_the_books_command_leaves_out_where_a_run_happens(cfg, shown, monkeypatc
 def test_eval_without_weights_names_the_exact_command(tmp_path, monkeypatch):
     cfg = tiny(tmp_path, lr=0.3)
     with pytest.raises(FileNotFoundError) as e:
-        TR.load_trained(cfg)
+        CK.load_trained(cfg)
     cmd = str(e.value).split("train it with: ")[1]
     assert "--set" in cmd and "lr=0.3" in cmd
     assert parsed(shlex.split(cmd)[3:], monkeypatch).hash() == cfg.hash()
@@ -162,7 +164,7 @@ def test_eval_without_weights_names_the_exact_command(tmp_path, monkeypatch):
 
 def test_cli_ctrl_c_exits_130(monkeypatch, capsys):
     def stopped(args):
-        raise TR.TrainingInterrupted("stopped; rerun the same command to resume from epoch 2 batch 7")
+        raise TrainingInterrupted("stopped; rerun the same command to resume from epoch 2 batch 7")
     monkeypatch.setattr(M, "cmd_train", stopped)
     with pytest.raises(SystemExit) as e:
         M.main(["train"])
@@ -374,8 +376,8 @@ def test_weights_missing_a_key(tmp_path):
     dropped = next(iter(w["model"]))
     del w["model"][dropped]
     torch.save(w, folder / "weights.pt")
-    with pytest.raises(TR.CheckpointError, match=rf"1 key\(s\) missing \({re.escape(dropped)}\).*python -m facnn train"):
-        TR.load_trained(cfg)
+    with pytest.raises(CK.CheckpointError, match=rf"1 key\(s\) missing \({re.escape(dropped)}\).*python -m facnn train"):
+        CK.load_trained(cfg)
 
 
 def _finished_without(tmp_path, damage, capsys):
@@ -390,7 +392,7 @@ def _finished_without(tmp_path, damage, capsys):
     assert "retraining it from scratch" in err and "about" in err
     assert (folder / "summary.previous.json").exists() and (folder / "weights.pt").exists()
     assert again["accuracy"] == first["accuracy"]          # the same run, rebuilt
-    TR.load_trained(cfg)                                   # eval works again
+    CK.load_trained(cfg)                                   # eval works again
     assert TR.train(cfg) == again                          # and the next call is a cache hit
 
 
@@ -440,11 +442,11 @@ def test_ctrl_c_saves_and_resumes_bitwise(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt, match="rerun the same command to resume from epoch 1 batch 4 \\(of 1 epochs"):
         TR.train(cut)
     monkeypatch.undo()
-    ckpt = TR.load_checkpoint(TR.run_dir(cut) / "checkpoint.pt", cut)
+    ckpt = CK.load_checkpoint(TR.run_dir(cut) / "checkpoint.pt", cut)
     assert (ckpt["epoch"], ckpt["batch"]) == (0, 4)
     TR.train(cut)
-    a = TR.load_checkpoint(TR.run_dir(straight) / "checkpoint.pt")["model"]
-    b = TR.load_checkpoint(TR.run_dir(cut) / "checkpoint.pt")["model"]
+    a = CK.load_checkpoint(TR.run_dir(straight) / "checkpoint.pt")["model"]
+    b = CK.load_checkpoint(TR.run_dir(cut) / "checkpoint.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -479,7 +481,7 @@ def test_training_reads_the_device_rarely(tmp_path, monkeypatch):
     assert many - few <= 2, (few, many)       # not one per batch
     cfg = tiny(tmp_path / "a", shapes_train=100, batch_size=20)
     with pytest.raises(ValueError, match="NaN or inf"):   # user calls keep their input checks
-        TR.load_trained(cfg)(torch.full((1, 3, 32, 32), math.nan))
+        CK.load_trained(cfg)(torch.full((1, 3, 32, 32), math.nan))
 
 
 def test_training_matches_a_plain_loop(tmp_path):
@@ -503,7 +505,7 @@ def test_training_matches_a_plain_loop(tmp_path):
             loss.backward()
             opt.step()
             sched.step()
-    got = TR.load_checkpoint(TR.run_dir(cfg) / "checkpoint.pt", cfg)["model"]
+    got = CK.load_checkpoint(TR.run_dir(cfg) / "checkpoint.pt", cfg)["model"]
     assert all(torch.equal(got[k], v) for k, v in model.state_dict().items())
 
 
@@ -689,13 +691,13 @@ def test_pack_and_unpack_on_a_full_disk(small_pack, tmp_path, monkeypatch, capsy
 
 def test_worker_errors_are_one_line(tmp_path):
     """A truncated JPEG read by a DataLoader worker: the worker's one line, as the tensor path says."""
-    from facnn import data as D
+    from facnn import imagenet as IN, loaders as Ld
     from test_imagenet import WNIDS, write_tree
     root = write_tree(tmp_path / "imagenet20", n_train=1)
     path = root / "train" / WNIDS[7] / f"{WNIDS[7]}_0.jpg"
     path.write_bytes(path.read_bytes()[:40])
-    ds = D.FolderDataset("imagenet20", root, "train", D.class_list("imagenet20", root), 16)
-    loader = D.FolderLoader(ds, 4, False, num_workers=1)
+    ds = IN.FolderDataset("imagenet20", root, "train", IN.class_list("imagenet20", root), 16)
+    loader = Ld.FolderLoader(ds, 4, False, num_workers=1)
     with pytest.raises(ValueError) as e:
         list(loader)
     assert str(e.value).startswith(f"image {path} does not decode") and "\n" not in str(e.value)
@@ -708,11 +710,11 @@ def test_a_finished_runs_damaged_checkpoint(tmp_path, capsys):
     first = TR.train(cfg)
     ckpt = TR.run_dir(cfg) / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:200])
-    TR.load_trained(cfg)
+    CK.load_trained(cfg)
     capsys.readouterr()
     assert TR.train(cfg) == first
     assert "checkpoint.damaged.pt" in capsys.readouterr().err and not ckpt.exists()
-    TR.load_trained(cfg)
+    CK.load_trained(cfg)
 
 
 def test_two_trainings_of_one_run(tmp_path):
@@ -752,7 +754,7 @@ def test_eval_of_an_unfinished_run_says_so(tmp_path, monkeypatch, capsys):
 
 
 def test_book_refuses_a_profile_in_set(tmp_path):
-    from facnn.book import pipeline as P
+    from facnnbook import pipeline as P
     with pytest.raises(SystemExit, match="use --profile cpu instead"):
         P.main(["--profile", "smoke", "--only", "02", "--set", "profile=cpu", "--root", str(tmp_path)])
     assert not list(tmp_path.iterdir())
@@ -760,7 +762,7 @@ def test_book_refuses_a_profile_in_set(tmp_path):
 
 def test_book_chapter_error_is_one_line(tmp_path, monkeypatch):
     import papermill as pm
-    from facnn.book import pipeline as P
+    from facnnbook import pipeline as P
 
     def fails(src, dst, *a, **k):
         raise pm.PapermillExecutionError(3, 3, "ch.size('n_images', n_images)", "ValueError",
@@ -778,7 +780,7 @@ def test_book_chapter_error_is_one_line(tmp_path, monkeypatch):
 def _constant_edited(monkeypatch, module: str, source: str):
     """Pretend facnn's module source now defines ``source`` (e.g. STATS = ...)."""
     import ast
-    from facnn.book import constants as K
+    from facnnbook import constants as K
     real = K._parsed
 
     def parsed(name):
@@ -792,7 +794,7 @@ def _constant_edited(monkeypatch, module: str, source: str):
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["hashes", "older-entry-against-git"])
 def test_a_changed_library_constant_marks_results_stale(tmp_path, monkeypatch, legacy):
-    from facnn.book import cache as Cc
+    from facnnbook import cache as Cc
     mod = tmp_path / "chapter_stats.py"
     mod.write_text("from facnn import data as D\n\n\ndef study(x):\n    return {'x': float(D.normalise(x).sum())}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -813,7 +815,7 @@ def test_a_changed_library_constant_marks_results_stale(tmp_path, monkeypatch, l
 
 
 def test_an_edited_meta_json_is_refused(tmp_path):
-    from facnn.book import cache as Cc
+    from facnnbook import cache as Cc
     calls = []
     get = lambda: Cc.Cache("smoke", tmp_path).get("s", {}, lambda: calls.append(1) or {"x": 1}, {}, ["facnn.layers"])
     get()
@@ -829,17 +831,17 @@ def test_an_edited_meta_json_is_refused(tmp_path):
 def test_book_ctrl_c_exits_130():
     import subprocess
     import sys
-    code = ("import runpy, facnn.book.pipeline as P\n"
+    code = ("import runpy, facnnbook.pipeline as P\n"
             "def stop(argv=None): raise KeyboardInterrupt\n"
             "P.main = stop\n"
-            "runpy.run_module('facnn.book', run_name='__main__')\n")
+            "runpy.run_module('facnnbook', run_name='__main__')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 130 and "Traceback" not in r.stderr and "rerun" in r.stderr, r.stderr
 
 
 def test_book_into_an_unwritable_root(tmp_path):
-    from facnn.book import pipeline as P
+    from facnnbook import pipeline as P
     (tmp_path / "file").write_text("")
     with pytest.raises(SystemExit) as e:
         P.main(["--profile", "smoke", "--root", str(tmp_path / "file" / "book"), "--no-execute", "--no-build"])

@@ -287,5 +287,5 @@ def test_tqdm_shim_takes_facnns_calls(capsys):
 def test_peak_lookup_is_the_librarys(name, peak):
     """One table of bf16 peaks (facnn.info) serves the script, the benchmarks and the plan."""
     from facnn import info
-    from facnn.book import bench
+    from facnnbook import bench
     assert _module().bf16_peak(name) == info.bf16_peak(name) == bench.bf16_peak(name) == peak

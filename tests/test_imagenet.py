@@ -10,12 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
+import facnn.checkpoint as CK
 import facnn.train as T
 from facnn import data as D
+from facnn import imagenet as IN, loaders as Ld
 from facnn import preset
 from facnn.config import table1_cells
 
-WNIDS = [w for w, _, _ in D.IMAGENET20]
+WNIDS = [w for w, _, _ in IN.IMAGENET20]
 
 
 def write_tree(root: Path, wnids=WNIDS, n_train=3, n_val=1, size=16) -> Path:
@@ -37,12 +39,12 @@ def tree(tmp_path):
 
 
 def load_tensor(root, **kw):
-    return D.load_folder("imagenet20", "train", root, 16, **kw)
+    return IN.load_folder("imagenet20", "train", root, 16, **kw)
 
 
 def load_workers(root, **kw):
-    root = D.imagenet_root("imagenet20", root)
-    ds = D.FolderDataset("imagenet20", root, "train", D.class_list("imagenet20", root, **kw), 16)
+    root = IN.imagenet_root("imagenet20", root)
+    ds = IN.FolderDataset("imagenet20", root, "train", IN.class_list("imagenet20", root, **kw), 16)
     return [ds[i] for i in range(len(ds))]
 
 
@@ -101,39 +103,39 @@ def test_bad_folders_name_the_problem(tmp_path, read, spoil, error, pattern):
 def test_absent_imagenet20_lists_where_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "shared_data_dir", lambda: None)   # as on a machine without ../shared
     with pytest.raises(FileNotFoundError) as e:
-        D.imagenet_root("imagenet20", tmp_path / "data")
+        IN.imagenet_root("imagenet20", tmp_path / "data")
     msg = str(e.value)
     assert str(tmp_path / "data" / "imagenet20") in msg and str(tmp_path / "data") in msg
     assert "shared/data" in msg and "python -m facnn data get imagenet20" in msg
     with pytest.raises(FileNotFoundError, match="ILSVRC-2012"):
-        D.imagenet_root("imagenet100", tmp_path / "data")
+        IN.imagenet_root("imagenet100", tmp_path / "data")
 
 
 def test_imagenet100_class_choice_is_seeded(tmp_path):
     for i in range(120):
         (tmp_path / "train" / f"n{i:08d}").mkdir(parents=True)
-    a = D.class_list("imagenet100", tmp_path, seed=0)
-    assert a == D.class_list("imagenet100", tmp_path, seed=0) and len(a) == 100 and a == sorted(a)
+    a = IN.class_list("imagenet100", tmp_path, seed=0)
+    assert a == IN.class_list("imagenet100", tmp_path, seed=0) and len(a) == 100 and a == sorted(a)
     assert (tmp_path / "imagenet100_classes.txt").read_text().split() == a
-    assert D.class_list("imagenet100", tmp_path, tmp_path / "imagenet100_classes.txt") == a
-    assert a != D.class_list("imagenet100", tmp_path, seed=1)
+    assert IN.class_list("imagenet100", tmp_path, tmp_path / "imagenet100_classes.txt") == a
+    assert a != IN.class_list("imagenet100", tmp_path, seed=1)
     with pytest.raises(FileNotFoundError, match="ILSVRC"):
-        D.class_list("imagenet100", tmp_path / "nowhere")
+        IN.class_list("imagenet100", tmp_path / "nowhere")
 
 
 def test_a_runs_seed_never_changes_its_imagenet100_classes(tmp_path):
     write_tree(tmp_path, wnids=[f"n{i:08d}" for i in range(120)], n_train=1, n_val=1)
     cfg = lambda seed: preset("smoke", "imagenet100", "fa-pool", data_root=str(tmp_path), image_size=16, seed=seed)
-    first = D.class_list("imagenet100", tmp_path, seed=D.CLASS_CHOICE_SEED)
+    first = IN.class_list("imagenet100", tmp_path, seed=IN.CLASS_CHOICE_SEED)
     for seed in (0, 1, 2):
         assert [ds.wnids for ds in D.load_config_data(cfg(seed))] == [first, first]
         assert T._imagenet_loaders(cfg(seed), torch.device("cpu"), 0, 1)[0].dataset.wnids == first
 
 
 def test_both_paths_serve_the_same_classes_and_eval_pixels(tree):
-    cached = D.load_folder("imagenet20", "test", tree, 16)
+    cached = IN.load_folder("imagenet20", "test", tree, 16)
     assert cached.wnids == WNIDS and cached.classes[9] == "crate" and cached.imagenet_index[9] == 519
-    ds = D.FolderDataset("imagenet20", tree, "val", WNIDS, 16)
+    ds = IN.FolderDataset("imagenet20", tree, "val", WNIDS, 16)
     x, y = zip(*(ds[i] for i in range(len(ds))))
     assert list(y) == cached.labels.tolist() == list(range(20))
     # the cache holds the eval transform's pixels
@@ -141,8 +143,8 @@ def test_both_paths_serve_the_same_classes_and_eval_pixels(tree):
 
 
 def test_folder_loader_order_depends_only_on_seed_and_epoch(tree):
-    ds = D.FolderDataset("imagenet20", tree, "train", WNIDS, 16)
-    loader = D.FolderLoader(ds, 8, True, seed=1, drop_last=True)
+    ds = IN.FolderDataset("imagenet20", tree, "train", WNIDS, 16)
+    loader = Ld.FolderLoader(ds, 8, True, seed=1, drop_last=True)
     assert len(loader) == 60 // 8
     loader.set_epoch(2)
     full = list(loader)
@@ -154,24 +156,24 @@ def test_folder_loader_order_depends_only_on_seed_and_epoch(tree):
     loader.set_epoch(3)
     assert not torch.equal(next(iter(loader))[1], full[0][1])
     # workers change nothing: each image's crop and flip come from its own seed
-    forked = D.FolderLoader(ds, 8, True, seed=1, drop_last=True, num_workers=2)
+    forked = Ld.FolderLoader(ds, 8, True, seed=1, drop_last=True, num_workers=2)
     forked.set_epoch(2)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(full, forked))
 
 
 def test_resized_crop_draws_and_identity():
     g = torch.Generator().manual_seed(0)
-    boxes = D.resized_crop_boxes(2000, 84, 84, g)
+    boxes = Ld.resized_crop_boxes(2000, 84, 84, g)
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 84).all() and (boxes[:, 3] <= 84).all()
     area = w * h / 84 ** 2
     assert area.min() >= 0.07 and area.max() <= 1 and (w / h).min() >= 0.7 and (w / h).max() <= 1.45
     x = torch.randint(0, 256, (3, 3, 84, 84), dtype=torch.uint8)
     whole = torch.tensor([[0.0, 0, 84, 84]] * 3)
-    out = D.augment_resized_crop(x, whole, torch.tensor([False, True, False]), 84)
+    out = Ld.augment_resized_crop(x, whole, torch.tensor([False, True, False]), 84)
     torch.testing.assert_close(out[0], x[0].float() / 255, atol=1e-6, rtol=0)
     torch.testing.assert_close(out[1], x[1].flip(-1).float() / 255, atol=1e-6, rtol=0)
-    corner = D.augment_resized_crop(x, torch.tensor([[0.0, 0, 42, 42]] * 3), torch.zeros(3, dtype=torch.bool), 42)
+    corner = Ld.augment_resized_crop(x, torch.tensor([[0.0, 0, 42, 42]] * 3), torch.zeros(3, dtype=torch.bool), 42)
     torch.testing.assert_close(corner, x[:, :, :42, :42].float() / 255, atol=1e-6, rtol=0)
 
 
@@ -190,14 +192,14 @@ def test_presets_for_imagenet20():
 
 
 def _kill_after_second_save(monkeypatch):
-    real_save, calls = T._save, []
+    real_save, calls = T.save_checkpoint, []
 
     def save_then_die(*args, **kw):
         real_save(*args, **kw)
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt  # as if killed right after the second mid-epoch save
-    monkeypatch.setattr(T, "_save", save_then_die)
+    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
     return real_save
 
 
@@ -217,11 +219,11 @@ def test_mid_epoch_resume_is_bitwise(tmp_path, monkeypatch, loader):
     real_save = _kill_after_second_save(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         T.train(cut)
-    monkeypatch.setattr(T, "_save", real_save)
-    ckpt = T.load_checkpoint(T.run_dir(cut) / "checkpoint.pt", cut)
+    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    ckpt = CK.load_checkpoint(T.run_dir(cut) / "checkpoint.pt", cut)
     assert (ckpt["epoch"], ckpt["batch"]) == (0, 2)
     T.train(cut)
-    a, b = (T.load_checkpoint(T.run_dir(c) / "checkpoint.pt", c)["model"] for c in (straight, cut))
+    a, b = (CK.load_checkpoint(T.run_dir(c) / "checkpoint.pt", c)["model"] for c in (straight, cut))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert root.is_dir()
 
@@ -242,7 +244,7 @@ def imagenet20() -> Path:
 @pytest.mark.realdata
 def test_real_imagenet20_through_both_paths(imagenet20):
     meta = json.loads((imagenet20 / "classes.json").read_text())
-    assert [(c["wnid"], c["imagenet_index"], c["name"]) for c in meta["classes"]] == list(D.IMAGENET20)
+    assert [(c["wnid"], c["imagenet_index"], c["name"]) for c in meta["classes"]] == list(IN.IMAGENET20)
     assert D.STATS["imagenet20"] == (tuple(meta["train_mean"]), tuple(meta["train_std"]))
     train = D.load("imagenet20", "train", imagenet20.parent, image_size=84)
     test = D.load("imagenet20", "test", imagenet20.parent, image_size=84)
@@ -255,15 +257,15 @@ def test_real_imagenet20_through_both_paths(imagenet20):
     mean = train.images.float().mean(dim=(0, 2, 3)) / 255
     torch.testing.assert_close(mean, torch.tensor(meta["train_mean"]), atol=1e-3, rtol=0)
     # the same folder laid out as ImageNet, read by the ImageNet-100 code path at 224
-    wnids = D.class_list("imagenet20", imagenet20)
-    loader = D.FolderLoader(D.FolderDataset("imagenet20", imagenet20, "train", wnids, 224), 8, True)
+    wnids = IN.class_list("imagenet20", imagenet20)
+    loader = Ld.FolderLoader(IN.FolderDataset("imagenet20", imagenet20, "train", wnids, 224), 8, True)
     x, y = next(iter(loader))
     assert x.shape == (8, 3, 224, 224) and x.dtype == torch.float32 and y.max() < 20
 
 
 @pytest.mark.realdata
 def test_the_books_imagenet20_test_set_is_the_val_folder_at_the_training_size(imagenet20, tmp_path):
-    from facnn.book.runs import Runs
+    from facnnbook.runs import Runs
     runs = Runs("cpu", "imagenet20", results_dir=tmp_path, data_root=imagenet20.parent)
     test = runs.test_set()
     assert test.images.shape == (2_000, 3, runs.config("fa-pool").image_size, 84)

@@ -154,7 +154,7 @@ def test_a_sweep_is_extended_only_by_doubling_beyond_the_grid(model, extended):
 
 def test_sweeps_view_shows_precision_choice_and_training_rate():
     import pandas as pd
-    from facnn.book.table1 import sweeps_view
+    from facnnbook.table1 import sweeps_view
     t = pd.DataFrame({"lr": [0.4, 0.8], "test accuracy (%)": [40.0, 41.0], "precision": "fp32"})
     v = sweeps_view({"vanilla": t}, {"vanilla": 0.4}, {"vanilla": 0.8})
     assert v.iloc[0].to_dict() == {"model": "vanilla", "precision": "fp32", "lr 0.4": 40.0, "lr 0.8": 41.0,
@@ -171,7 +171,7 @@ def test_sweeps_view_shows_precision_choice_and_training_rate():
                                        ([40.0, 41.0, 43.0], "above 0.4"), ([40.0, None, 43.0], "")])
 def test_a_sweep_whose_best_rate_is_on_the_grids_edge_says_so(accs, note):
     import pandas as pd
-    from facnn.book.table1 import sweeps_view
+    from facnnbook.table1 import sweeps_view
     t = pd.DataFrame({"lr": [0.1, 0.2, 0.4], "test accuracy (%)": accs, "precision": "fp32"})
     got = sweeps_view({"m": t}, {"m": None}, {"m": 0.8}).iloc[0]["note"]
     assert (note in got) and (bool(note) == bool(got))
@@ -190,7 +190,7 @@ def test_a_sweep_whose_best_rate_is_on_the_grids_edge_says_so(accs, note):
 ])
 def test_runs_beside_a_sweep_settle_its_top_edge_only_when_accuracy_falls(runs, note):
     import pandas as pd
-    from facnn.book.table1 import sweeps_view
+    from facnnbook.table1 import sweeps_view
     t = pd.DataFrame({"lr": [0.1, 0.2, 0.4], "test accuracy (%)": [40.0, 41.0, 43.0], "precision": "bf16"})
     probes = [(preset("cpu", "cifar10", "fa-pool", lr=lr, precision=p), None if a is None else {"accuracy": a})
               for lr, p, a in runs]
@@ -207,7 +207,7 @@ def test_runs_beside_a_sweep_settle_its_top_edge_only_when_accuracy_falls(runs, 
 ])
 def test_sweep_best_one_standard_error(accs, n, status, best):
     import pandas as pd
-    from facnn.book.table1 import sweep_best
+    from facnnbook.table1 import sweep_best
     t = pd.DataFrame({"lr": [0.1, 0.2, 0.4], "test accuracy (%)": accs, "test images": n,
                       "status": status})
     assert sweep_best(t) == best
@@ -273,7 +273,7 @@ def test_config_round_trips_through_its_json(profile, dataset, model):
      "fp32 runs beside the sweep: 46.6 % at lr 3.2; bf16 runs beside the sweep: 48.2 % at lr 3.2"),
 ])
 def test_probe_note_names_each_run_beside_a_sweep(runs, note):
-    from facnn.book.table1 import probe_note
+    from facnnbook.table1 import probe_note
     probes = [(preset("cpu", "cifar10", "fa-pool", lr=lr, precision=p), None if a is None else {"accuracy": a})
               for lr, p, a in runs]
     assert probe_note(probes) == note

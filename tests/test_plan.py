@@ -38,10 +38,10 @@ def test_paper_plan_is_table1_shared_rate_and_sweep_deduplicated(paper):
 
 @pytest.mark.parametrize("profile", ["cpu", "smoke", "paper"])
 def test_the_plan_lists_exactly_the_runs_the_book_reads(tmp_path, profile):
-    """python -m facnn plan and the book's run store (facnn.book.runs.Runs) name the same
+    """python -m facnn plan and the book's run store (facnnbook.runs.Runs) name the same
     runs: Table 1 at each seed, chapter 01's shared-rate answers, the chapters' models, the
     sweeps."""
-    from facnn.book.runs import Runs
+    from facnnbook.runs import Runs
     from facnn.experiments import HELDOUT_SWEEP, MINIMAL_LR
     runs = Runs(profile, results_dir=tmp_path)
     cells = runs.plan()   # chapter 01: the profile's Table 1 cells
@@ -191,7 +191,7 @@ def test_plan_says_how_to_retrain_a_summary_only_run(tmp_path, files, summary_on
     (dict(dataset="imagenet20", holdout=50), 1_000),
 ], ids=["cifar10", "imagenet20", "subset", "shapes", "holdout"])
 def test_one_count_of_test_images_for_plan_and_book(overrides, n):
-    from facnn.book import table1 as T1
+    from facnnbook import table1 as T1
     cfg = preset("cpu", overrides.pop("dataset"), **overrides)
     assert P.test_images(cfg) == n and T1.test_size is P.test_images
 

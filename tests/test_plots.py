@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from facnn import plots
+from facnnbook.claims import GROUPS
 
 SCRIPT = Path(__file__).resolve().parents[1] / "book" / "_static" / "facnn-interactive.js"
 
@@ -138,7 +139,7 @@ FIGURES = {   # name -> a call drawing it from made-up inputs
     "pairs": lambda: plots.pairs(_images(4), _maps(4, 8, 8), _maps(4, 8, 8), NAMES[6:],
                                  r=RNG.random(4)),
     "seed_effects": lambda: plots.seed_effects(_effects()),
-    "claims_forest": lambda: plots.claims_forest(_claims(), {"cifar10": "CIFAR-10", "imagenet20": "ImageNet-20"}),
+    "claims_forest": lambda: plots.claims_forest(_claims(), GROUPS, {"cifar10": "CIFAR-10", "imagenet20": "ImageNet-20"}),
     "explorer_view": lambda: plots.explorer_view(_explore(), NAMES),
     "morph_strip": lambda: plots.morph_strip(_images(1)[0], list(_maps(9, 8, 8)), "class 'bird'"),
     "morph_strips": lambda: plots.morph_strips(_images(1)[0], {"crate": list(_maps(9, 8, 8)),
@@ -274,7 +275,7 @@ def test_bounded_increment_draws_delta_beneath_fa_cnn():
         plt.close(fig)
 
 
-# -- the static explorer (facnn.book.explore_data, facnn.book.interactive) ---------------------
+# -- the static explorer (facnnbook.explore_data, facnnbook.interactive) ---------------------
 
 def _tiny(depth=3, n=40):
     from facnn import build_model
@@ -287,7 +288,7 @@ def _tiny(depth=3, n=40):
 
 @pytest.fixture(scope="module")
 def explored():
-    from facnn.book.explore_data import explorer_data
+    from facnnbook.explore_data import explorer_data
     model, test = _tiny()
     return explorer_data(model, test, n_images=4, fractions=(0, 0.5, 0.9))
 
@@ -322,7 +323,7 @@ def test_explorer_data_removal_starts_from_the_image(explored):
 
 
 def test_explorer_data_checks_layers():
-    from facnn.book.explore_data import explorer_data
+    from facnnbook.explore_data import explorer_data
     model, test = _tiny()
     with pytest.raises(ValueError, match="outside 1..3"):
         explorer_data(model, test, n_images=2, layers=[5])
@@ -336,7 +337,7 @@ def _local_only(html: str, src: str) -> None:
 
 
 def test_explorer_html_is_self_contained(explored, capsys):
-    from facnn.book.interactive import explorer_html
+    from facnnbook.interactive import explorer_html
     html = explorer_html(explored, plotly_src="_static/plotly.min.js")
     _local_only(html, "_static/plotly.min.js")
     assert "go.Image" not in html
@@ -355,7 +356,7 @@ def test_explorer_html_is_self_contained(explored, capsys):
 def test_explorer_html_fits_at_the_cpu_profile_sizes(capsys):
     # the size depends on the shapes only (maps travel as 8 bits each, base64), so made-up
     # arrays of the cpu profile's shapes measure it: 12 images, 9 layers, 10 classes, 32x32
-    from facnn.book.interactive import explorer_html
+    from facnnbook.interactive import explorer_html
     n, L, C, F, H = 12, 9, 10, 10, 32
     d = dict(images=_images(n), labels=np.arange(n) % C, pred=np.arange(n) % C,
              prob=RNG.random(n), layers=np.arange(1, L + 1),
@@ -372,7 +373,7 @@ def test_explorer_html_fits_at_the_cpu_profile_sizes(capsys):
 
 
 def test_morph_html(explored):
-    from facnn.book.interactive import morph_html
+    from facnnbook.interactive import morph_html
     d = explored
     maps = d["class_maps"][:, :, 0]                                       # (n, L, H, W)
     html = morph_html(d["images"], maps, d["layers"], ["a", "b", "c", "d"],
@@ -385,9 +386,9 @@ def test_morph_html(explored):
 
 
 def test_interactive_script_is_a_static_file_with_a_drawing_per_figure():
-    """No JavaScript in Python: facnn.book.interactive carries none; the static script
+    """No JavaScript in Python: facnnbook.interactive carries none; the static script
     draws every view the module writes."""
-    from facnn.book import interactive
+    from facnnbook import interactive
     src = Path(interactive.__file__).read_text()
     assert "function" not in src and "Plotly." not in src and "<script>\n__SCRIPT__" in src
     js = SCRIPT.read_text()
@@ -397,7 +398,7 @@ def test_interactive_script_is_a_static_file_with_a_drawing_per_figure():
 
 
 def test_plotly_js_is_copied_once(tmp_path):
-    from facnn.book.interactive import plotly_js
+    from facnnbook.interactive import plotly_js
     dst = plotly_js(tmp_path / "_static")
     assert dst == tmp_path / "_static" / "plotly.min.js" and dst.stat().st_size > 1_000_000
     mtime = dst.stat().st_mtime_ns
@@ -405,13 +406,13 @@ def test_plotly_js_is_copied_once(tmp_path):
 
 
 def test_interactive_refuses_a_remote_plotly(explored):
-    from facnn.book.interactive import explorer_html
+    from facnnbook.interactive import explorer_html
     with pytest.raises(ValueError, match="not local"):
         explorer_html(explored, plotly_src="https://cdn.plot.ly/plotly-2.35.2.min.js")
 
 
 def test_claims_forest_groups_claims_and_colours_by_verdict():
-    fig = plots.claims_forest(_claims())
+    fig = plots.claims_forest(_claims(), GROUPS)
     titles = [ax.get_title(loc="left") for ax in fig.axes]
     assert titles == ["theory", "accuracy", "attribution"]
     accuracy = fig.axes[1]
@@ -423,5 +424,5 @@ def test_claims_forest_groups_claims_and_colours_by_verdict():
     cut = [t.get_text() for t in fig.axes[2].get_yticklabels()][0]
     assert cut.endswith("\u2026") and len(cut) < 60
     with pytest.raises(ValueError, match="at least one claim"):
-        plots.claims_forest([])
+        plots.claims_forest([], GROUPS)
     plt.close("all")

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import facnn.checkpoint as CK
 import facnn.train as T
 from facnn import preset
 from facnn.config import table1_cells
@@ -85,7 +86,7 @@ def test_paper_config_takes_two_steps(dataset, model, recipe, tmp_path, monkeypa
     cfg = preset("paper", dataset, model, recipe, out_dir=str(tmp_path), progress=False,
                  precision=PRECISION)
     built, saved, loaders = {}, {}, {}
-    real_build, real_save = T.model_from_config, T._save
+    real_build, real_save = T.model_from_config, T.save_checkpoint
 
     def build(c):                       # train() builds the model once: keep its initial weights
         net = real_build(c)
@@ -107,7 +108,7 @@ def test_paper_config_takes_two_steps(dataset, model, recipe, tmp_path, monkeypa
         return loaders["train"], loaders["test"]
 
     monkeypatch.setattr(T, "model_from_config", build)
-    monkeypatch.setattr(T, "_save", save)
+    monkeypatch.setattr(T, "save_checkpoint", save)
     monkeypatch.setattr(T, "make_loaders", make_loaders)
     T.train(cfg, stop_after=1)
 
@@ -119,7 +120,7 @@ def test_paper_config_takes_two_steps(dataset, model, recipe, tmp_path, monkeypa
         assert cfg.stem == ("imagenet" if dataset == "imagenet100" else "none")
     assert input_size(cfg) == (224 if dataset == "imagenet100" else 32)
     assert loaders["train"].served == STEPS
-    ckpt = T.load_checkpoint(T.run_dir(cfg) / "checkpoint.pt", cfg) if dataset == "cifar10" else saved
+    ckpt = CK.load_checkpoint(T.run_dir(cfg) / "checkpoint.pt", cfg) if dataset == "cifar10" else saved
     assert ckpt["epoch"] == 1 and ckpt["scheduler"]["last_epoch"] == STEPS
     row = ckpt["history"][0]
     assert math.isfinite(row["train_loss"]) and row["train_images"] == BATCH * STEPS
@@ -146,7 +147,7 @@ def test_torchrun_two_processes_at_paper_width(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     cfg = preset("paper", "shapes", "fa-pool", epochs=1, shapes_train=8, shapes_test=4, batch_size=4,
                  out_dir=str(tmp_path))
-    ckpt = T.load_checkpoint(T.run_dir(cfg) / "checkpoint.pt", cfg)
+    ckpt = CK.load_checkpoint(T.run_dir(cfg) / "checkpoint.pt", cfg)
     model = model_from_config(cfg)
     assert (model.depth, model.width) == (24, 200)
     assert ckpt["scheduler"]["last_epoch"] == 2            # two optimiser steps per rank

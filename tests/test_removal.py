@@ -459,7 +459,7 @@ def test_benchmark_with_a_maps_store_gives_the_same_curves(small_benchmark, trai
 
 
 def test_benchmark_plots(small_benchmark, tmp_path):
-    """The book stores a benchmark in its analysis cache (facnn.book.cache); the figure
+    """The book stores a benchmark in its analysis cache (facnnbook.cache); the figure
     draws from the result and from its table read back from a file."""
     res, _ = small_benchmark
     assert res.meta["method_kwargs"] == CHEAP

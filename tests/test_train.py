@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import facnn.checkpoint as CK
 import facnn.train as T
+from facnn import fileio
 from facnn import preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +22,7 @@ def tiny(tmp_path, model="fa-pool", **kw):
 
 
 def weights(cfg):
-    return T.load_checkpoint(T.run_dir(cfg) / "checkpoint.pt", cfg)["model"]
+    return CK.load_checkpoint(T.run_dir(cfg) / "checkpoint.pt", cfg)["model"]
 
 
 def test_few_steps_lower_the_loss(tmp_path):
@@ -61,19 +63,19 @@ def test_resume_mid_epoch_is_bitwise(tmp_path, monkeypatch):
     straight = tiny(tmp_path / "a")
     T.train(straight)
     cut = tiny(tmp_path / "b", save_every_s=0.0)
-    real_save, calls = T._save, []
+    real_save, calls = T.save_checkpoint, []
 
     def save_then_die(*args, **kw):
         real_save(*args, **kw)
         calls.append(args[-2]["batch"])
         if len(calls) == 2:
             raise KeyboardInterrupt  # as if killed right after the second mid-epoch save
-    monkeypatch.setattr(T, "_save", save_then_die)
+    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         T.train(cut)
-    monkeypatch.setattr(T, "_save", real_save)
+    monkeypatch.setattr(T, "save_checkpoint", real_save)
     assert calls == [1, 2]
-    ckpt = T.load_checkpoint(T.run_dir(cut) / "checkpoint.pt", cut)
+    ckpt = CK.load_checkpoint(T.run_dir(cut) / "checkpoint.pt", cut)
     assert (ckpt["epoch"], ckpt["batch"]) == (0, 2)
     T.train(cut)
     a, b = weights(straight), weights(cut)
@@ -89,7 +91,7 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
     (T.run_dir(other)).mkdir(parents=True)
     (T.run_dir(other) / "checkpoint.pt").write_bytes((T.run_dir(cfg) / "checkpoint.pt").read_bytes())
     from facnn.experiments import MINIMAL_LR
-    with pytest.raises(T.CheckpointError, match=f"written for config .* lr: {MINIMAL_LR} -> 0.05"):
+    with pytest.raises(CK.CheckpointError, match=f"written for config .* lr: {MINIMAL_LR} -> 0.05"):
         T.train(other)
 
 
@@ -98,19 +100,19 @@ def test_truncated_checkpoint_is_refused(tmp_path):
     T.train(cfg, stop_after=1)
     path = T.run_dir(cfg) / "checkpoint.pt"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(T.CheckpointError, match="truncated or corrupt.*delete it"):
+    with pytest.raises(CK.CheckpointError, match="truncated or corrupt.*delete it"):
         T.train(cfg)
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     path = tmp_path / "x.txt"
-    T.atomic_write_text(path, "old")
+    fileio.atomic_write_text(path, "old")
 
     def boom(f):
         f.write(b"partial")
         raise OSError("disk full")
     with pytest.raises(OSError):
-        T.atomic_write_bytes(path, boom)
+        fileio.atomic_write_bytes(path, boom)
     assert path.read_text() == "old"
 
 
@@ -189,7 +191,7 @@ def test_bf16_training_on_cpu_evaluates_in_fp32(tmp_path):
     cfg = tiny(tmp_path, epochs=1, precision="bf16")
     s = T.train(cfg)
     assert s["precision"] == "bf16" and 0 <= s["accuracy"] <= 1
-    model = T.load_trained(cfg)
+    model = CK.load_trained(cfg)
     _, test = T.make_loaders(cfg, torch.device("cpu"))
     correct = total = 0
     with torch.no_grad():
@@ -205,17 +207,17 @@ def test_finished_run_leaves_weights_that_load_alone(tmp_path):
     T.train(cfg)
     folder = T.run_dir(cfg)
     x = torch.randn(4, 3, 32, 32)
-    want = T.load_trained(cfg)(x)
+    want = CK.load_trained(cfg)(x)
     (folder / "checkpoint.pt").unlink()
     assert (folder / "weights.pt").stat().st_size < 2e6
-    assert torch.equal(T.load_trained(cfg)(x), want)
+    assert torch.equal(CK.load_trained(cfg)(x), want)
     other = tiny(tmp_path, epochs=1, seed=1)
     T.run_dir(other).mkdir(parents=True)
     (folder / "weights.pt").rename(T.run_dir(other) / "weights.pt")
-    with pytest.raises(T.CheckpointError, match="written for config"):
-        T.load_trained(other)
+    with pytest.raises(CK.CheckpointError, match="written for config"):
+        CK.load_trained(other)
     with pytest.raises(FileNotFoundError, match="weights.pt"):
-        T.load_trained(cfg)
+        CK.load_trained(cfg)
 
 
 def test_summary_carries_the_weights_sha256(trained_smoke):

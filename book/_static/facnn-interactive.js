@@ -1,4 +1,4 @@
-// The book's interactive figures (facnn.book.interactive: the explorer and the morph).
+// The book's interactive figures (facnnbook.interactive: the explorer and the morph).
 //
 // A figure is a <div class="facnn-interactive"> holding its controls (elements with a
 // data-facnn name), a plot <div class="facnn-plot"> and its data as JSON in
@@ -7,7 +7,7 @@
 // 1-pixel placeholder traces, and data the arrays (uint8 and 8-bit maps, base64). This
 // script draws each figure with plotly.js and redraws it on its controls.
 //
-// facnn.book.interactive inlines this file after each figure, so a notebook opened in
+// facnnbook.interactive inlines this file after each figure, so a notebook opened in
 // Jupyter (where the book's _static folder is not served) draws it too; the functions are
 // defined once per page, and each run starts the figures not started yet.
 (function () {
@@ -66,7 +66,7 @@
   // each view: decode(D) once, then update(D, f) on every change of a control, where
   // f.div is the plot, f.value(name) a control's value, f.text(name, s) sets a label
   var VIEWS = {
-    // image, class, layer, removal fraction and order (facnn.book.interactive.explorer_html);
+    // image, class, layer, removal fraction and order (facnnbook.interactive.explorer_html);
     // traces: 0, 1 image + class map; 2, 3 image + Grad-CAM; 4 the image after removal
     explorer: {
       decode: function (D) {
@@ -92,7 +92,7 @@
             ")<br>predicted: " + D.names[D.rpred[k]] + " (p=" + D.rprob[k].toFixed(2) + ")"});
       }
     },
-    // one slider over the layers (facnn.book.interactive.morph_html); traces 2k, 2k+1:
+    // one slider over the layers (facnnbook.interactive.morph_html); traces 2k, 2k+1:
     // image and map of panel k (row r, image i: k = r n + i; row 1 Grad-CAM when given)
     morph: {
       decode: function (D) {

@@ -24,7 +24,7 @@ BENCH_DIR = Path("results") / "benchmarks"
 RERUN = "make bench"
 RERUN_QUICK = ".venv/bin/python benchmarks/run.py --quick"
 
-from ..info import BF16_PEAK, bf16_peak  # noqa: F401  (the book's benchmarks report it)
+from facnn.info import BF16_PEAK, bf16_peak  # noqa: F401  (the book's benchmarks report it)
 
 
 # -- the machine ----------------------------------------------------------------------------

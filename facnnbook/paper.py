@@ -110,6 +110,6 @@ def missing_quotes(paper_text: str) -> list[str]:
 
 def paper_text(root: str | Path | None = None) -> str | None:
     """The paper's text from ``../shared/paper`` beside the repository (None where absent)."""
-    folder = Path(root) if root else Path(__file__).resolve().parents[2].parent / "shared" / "paper"
+    folder = Path(root) if root else Path(__file__).resolve().parents[1].parent / "shared" / "paper"
     files = sorted(folder.glob("*.txt")) if folder.exists() else []
     return "\n".join(f.read_text(errors="replace") for f in files) or None

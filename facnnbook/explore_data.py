@@ -1,4 +1,4 @@
-"""What the book's static explorer (facnn.book.interactive.explorer_html) shows, computed
+"""What the book's static explorer (facnnbook.interactive.explorer_html) shows, computed
 once: for a few test images, the class maps of every class at every layer, Grad-CAM at the
 last layer, and the images after pixel removal with the model's predictions.
 
@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import attribution as A
-from .. import data as D
-from ..removal import ORDERS, Removal, check_fractions, remove_pixels
+from facnn import attribution as A
+from facnn import data as D
+from facnn.removal import ORDERS, Removal, check_fractions, remove_pixels
 
 FRACTIONS = (0, .1, .2, .3, .4, .5, .6, .7, .8, .9)
 
@@ -23,7 +23,7 @@ FRACTIONS = (0, .1, .2, .3, .4, .5, .6, .7, .8, .9)
 def distinct_images(labels: Tensor, n: int, seed: int = 0) -> Tensor:
     """Positions of ``n`` labels of distinct classes in a seeded random order (with fewer
     classes than ``n`` the rest repeat classes), sorted. The same choice as
-    facnn.book.chapters.distinct_classes, so the explorer starts from the chapters' images."""
+    facnnbook.chapters.distinct_classes, so the explorer starts from the chapters' images."""
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).tolist()
     seen: set[int] = set()
     out = [i for i in order if not (int(labels[i]) in seen or seen.add(int(labels[i])))][:n]

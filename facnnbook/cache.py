@@ -10,7 +10,7 @@
 The fingerprint records *how*: a hash of the source of the code that computed it (modules
 and functions, docstrings and comments stripped). An entry whose fingerprint differs from
 the current code's is **stale**, and so is one whose code reads a module constant of
-facnn that has changed since (facnn.book.constants: ``facnn.data.STATS`` through
+facnn that has changed since (facnnbook.constants: ``facnn.data.STATS`` through
 ``D.normalise``): it is still shown (it is what the book was built from) but
 ``make book`` lists it, and ``FRESH=1`` recomputes just the stale and the damaged entries
 (``FRESH=all`` everything). An entry computed on uncommitted code (provenance "+dirty") is
@@ -60,7 +60,7 @@ def _strip(tree: ast.AST) -> ast.AST:
 
 
 def _resolve(name: str) -> Any:
-    """A module ("facnn.theory") or an attribute of one ("facnn.book.chapters.theorem1_study")."""
+    """A module ("facnn.theory") or an attribute of one ("facnnbook.chapters.theorem1_study")."""
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError:

@@ -3,7 +3,7 @@
 :class:`Provenance` stamps every figure and table (profile, config hash, commit, date).
 :class:`MissingResult` is raised wherever a chapter needs something this profile lacks (a
 training run, a dataset); the book's build catches it at one boundary
-(:func:`facnn.book.pipeline.execute_chapter`) and renders the chapter with a "missing, run
+(:func:`facnnbook.pipeline.execute_chapter`) and renders the chapter with a "missing, run
 this" box instead of its outputs. It crosses from the chapter's kernel to the build as data:
 in a kernel the build starts (``FACNN_MISSING_FILE`` set), a MissingResult that ends a cell
 is written to that file as JSON (:meth:`MissingResult.to_dict`), never parsed out of the
@@ -20,7 +20,7 @@ from html import escape
 from pathlib import Path
 from typing import Sequence
 
-ROOT = Path(__file__).resolve().parents[2]   # the checkout (facnn is installed editable)
+ROOT = Path(__file__).resolve().parents[1]   # the checkout (facnn is installed editable)
 
 
 def resolve(path: str | Path) -> Path:
@@ -41,7 +41,7 @@ def relative(path: str | Path) -> str:
 def git_commit() -> str:
     """The checkout's short commit, with "+dirty" when tracked code differs from it
     (changes under results/ do not count: runs write there)."""
-    from ..fileio import git_commit as head
+    from facnn.fileio import git_commit as head
     commit = head()
     try:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
@@ -120,7 +120,7 @@ MISSING_FILE = "FACNN_MISSING_FILE"   # the environment variable the build sets 
 def report_missing_to_the_build() -> None:
     """In a Jupyter kernel started by the book's build (``$FACNN_MISSING_FILE`` names a
     file), write a MissingResult that ends a cell to that file as JSON after the cell; the
-    build reads it back (:func:`facnn.book.pipeline.execute_chapter`). Elsewhere nothing."""
+    build reads it back (:func:`facnnbook.pipeline.execute_chapter`). Elsewhere nothing."""
     path = os.environ.get(MISSING_FILE)
     if not path:
         return

@@ -79,7 +79,7 @@ def entry(id: str, source: str, quote: str, statement: str, dataset: str | None,
           paper: float | None, ours: float | None, verdict: str, page: str,
           ci95: Sequence[float] | None = None, n_seeds: int = 0, reason: str | None = None,
           counted: bool = True, **extra: Any) -> dict[str, Any]:
-    """One claim, checked. ``quote`` is a key of facnn.book.paper.QUOTES: the entry carries
+    """One claim, checked. ``quote`` is a key of facnnbook.paper.QUOTES: the entry carries
     the paper's sentence and where it stands. ``statement`` is our operational reading (any
     tolerance of ours said in words); ``reason`` says why, and is required for
     "inconclusive" and "not run"; ``counted`` is false for our own extensions (another
@@ -105,12 +105,12 @@ def entry(id: str, source: str, quote: str, statement: str, dataset: str | None,
 def record(results_dir: str | Path, profile: str, chapter: str,
            entries: Sequence[dict[str, Any]]) -> Path:
     """Write one chapter's entries (replacing what it wrote before)."""
-    from ..fileio import atomic_write_text
+    from facnn.fileio import atomic_write_text
     for e in entries:
         missing = [f for f in FIELDS if f not in e]
         if missing:
             raise ValueError(f"claim {e.get('id')!r} lacks {', '.join(missing)}; build it with "
-                             f"facnn.book.claims.entry(...)")
+                             f"facnnbook.claims.entry(...)")
     path = Path(results_dir) / profile / "claims" / f"{chapter}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(list(entries), indent=1))
@@ -122,7 +122,7 @@ def merge(results_dir: str | Path, profile: str, commit: str,
     """Merge the chapters' entries into ``results/<profile>/claims.json`` (in chapter
     order) and return it with the build's ``commit`` added (the file itself holds no build
     stamp). ``chapters`` limits it to those executed in this build."""
-    from ..fileio import atomic_write_text
+    from facnn.fileio import atomic_write_text
     folder = Path(results_dir) / profile / "claims"
     files = sorted(folder.glob("*.json")) if folder.exists() else []
     if chapters is not None:

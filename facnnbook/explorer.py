@@ -11,9 +11,9 @@ import io
 
 import torch
 
-from .. import data as D
+from facnn import data as D
 from . import chapters as X
-from .. import plots
+from facnn import plots
 
 
 def _upload_image(upload, size: int) -> torch.Tensor | None:

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from ..plan import test_images as test_size   # notebook 01 reads it by this name
+from facnn.plan import test_images as test_size   # notebook 01 reads it by this name
 from . import claims as C
 from .runs import DATASET_NAMES
 
@@ -344,7 +344,7 @@ def precision_check(runs, lr: float) -> tuple[pd.DataFrame, list] | None:
     to it (speed is measured in benchmarks/training.py, not here: these runs shared the
     machine). None where there is nothing to compare (the profile trains in its default
     precision)."""
-    from ..config import apply_overrides
+    from facnn.config import apply_overrides
     ref = next((c for c in runs.sweep_configs() if abs(c.lr - lr) < 1e-12), None)
     if ref is None or ref.precision != "bf16":
         return None

@@ -109,7 +109,7 @@ def _page(view: str, controls: list[str], data: dict, fig, plotly_src: str,
     import plotly.io as pio
     if "://" in plotly_src or plotly_src.startswith("//"):
         raise ValueError(f"plotly_src={plotly_src!r} is not local: the book reads offline; "
-                         f"copy plotly.min.js into _static/ (facnn.book.interactive.plotly_js) "
+                         f"copy plotly.min.js into _static/ (facnnbook.interactive.plotly_js) "
                          f"and pass a relative path")
     if not SCRIPT.exists():
         raise FileNotFoundError(f"{SCRIPT} is missing: the interactive figures' script ships "
@@ -147,7 +147,7 @@ def _overlay_traces(opacity: float = 0.5) -> list:
 # -- the explorer ------------------------------------------------------------------------------
 
 def explorer_html(d: dict, plotly_src: str = PLOTLY_SRC) -> str:
-    """The book's static explorer from a facnn.book.explore_data.explorer_data dict: pick
+    """The book's static explorer from a facnnbook.explore_data.explorer_data dict: pick
     an image, a class and a layer to see (a) the image with that class's map at that layer
     laid over it, (b) Grad-CAM of the class at the last layer, and pick a removal fraction
     and order to see (c) the image with that fraction of its pixels replaced by the mean,

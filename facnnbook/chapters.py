@@ -1,7 +1,7 @@
 """What each chapter of the book computes, as functions of a model and images.
 
 Each function returns a flat dict of arrays, tables and scalars that
-:meth:`facnn.book.cache.Cache.get` can store and :mod:`facnn.plots` can draw. They only
+:meth:`facnnbook.cache.Cache.get` can store and :mod:`facnn.plots` can draw. They only
 combine :mod:`facnn.attribution`, :mod:`facnn.theory` and :mod:`facnn.removal`.
 """
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .. import attribution as A
-from .. import data as D
-from .. import theory as T
+from facnn import attribution as A
+from facnn import data as D
+from facnn import theory as T
 
 
 def pick(n_total: int, n: int, seed: int = 0) -> Tensor:
@@ -163,7 +163,7 @@ def combine_bounded(results: dict[str, Any]) -> dict[str, Any] | Any:
 
 
 def _class_avg(x: Tensor, c: int) -> Tensor:
-    from ..layers import class_average
+    from facnn.layers import class_average
     return class_average(x, c)
 
 
@@ -226,10 +226,10 @@ def removal_study(model, test: D.ArrayDataset, n_images: int, rise_masks: int, s
     """Figure 4: removal curves for every method at the last and an intermediate layer,
     both orders, plus LeRF with the maps that can be negative clipped at zero (the paper's
     negative-attribution explanation); the AUC table, timings, settings, each curve's
-    per-image outcomes (facnn.book.figure4 reads the paper's statements from them) and a
+    per-image outcomes (facnnbook.figure4 reads the paper's statements from them) and a
     bootstrap over images (``n_boot`` resamples) of every AUC. ``progress``: a bar per
     method; ``maps_dir``: where RISE's and K-OCC's maps are kept and reused."""
-    from .. import removal as Rm
+    from facnn import removal as Rm
     methods = tuple(methods or Rm.METHODS)
     res = Rm.run_benchmark(model, test, methods=methods,
                            removal=Rm.Removal(fractions or Rm.FRACTIONS), orders=tuple(orders),
@@ -297,7 +297,7 @@ def auc_pivot(auc: pd.DataFrame) -> pd.DataFrame:
 
 def auc_table(values: dict[str, Any]) -> pd.DataFrame:
     """From a removal_study result: the AUC table, one row per curve, LeRF and MoRF, with
-    their 95 % bootstrap intervals. (The paper's statements: facnn.book.figure4.)"""
+    their 95 % bootstrap intervals. (The paper's statements: facnnbook.figure4.)"""
     auc = auc_pivot(values["auc"])
     boot = values["auc_boot"].copy()
     boot["curve"] = [m if l is None or l != l else f"{m} @ layer {int(l)}"
@@ -503,7 +503,7 @@ def explore(model, image: Tensor, cls: int, layer: int, fraction: float, order: 
     Grad-CAM at ``layer``, the class map through every layer (the morph strip), the image
     with ``fraction`` of its pixels removed in ``order`` by the class map, and the model's
     prediction before and after."""
-    from ..removal import Removal, remove_pixels
+    from facnn.removal import Removal, remove_pixels
     x = D.normalise(image[None], dataset)
     size = tuple(x.shape[-2:])
     c = torch.tensor([cls])

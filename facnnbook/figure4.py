@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .. import attribution as A
+from facnn import attribution as A
 from .chapters import CAN_BE_NEGATIVE, statement_verdict
 
 ORDERS = ("lerf", "morf")
@@ -240,7 +240,7 @@ def _unsigned() -> str:
             f"probability-weighted mean of masks in [0, 1])" if names else "")
 
 
-# (n, quote key of facnn.book.paper.QUOTES, our reading as a function of the view, the test)
+# (n, quote key of facnnbook.paper.QUOTES, our reading as a function of the view, the test)
 STATEMENTS: list[tuple[int, str, Callable[[View], str], Callable[[View], tuple[str, bool]]]] = [
     (1, "fig4_layers", lambda v: f"FA-CNN and Grad-CAM each have a {_word(v)} area under the "
      f"{ORDER_NAMES[v.order]} curve at the last layer than at the intermediate one", _layers),

@@ -4,7 +4,7 @@ learning curves, trained models and provenance.
     results/<profile>/<dataset>-<model>-<config hash>/    a training run (facnn.train)
 
 A run that is not here and may not be trained at this profile raises
-:class:`~facnn.book.provenance.MissingResult`, carrying the command that makes it.
+:class:`~facnnbook.provenance.MissingResult`, carrying the command that makes it.
 """
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from .. import data as D
-from ..fileio import read_jsonl
-from ..config import Config, cli_command, preset, run_dir
+from facnn import data as D
+from facnn import imagenet as IN
+from facnn.fileio import read_jsonl
+from facnn.config import Config, cli_command, preset, run_dir
 # the runs the book reads are facnn.experiments' (the plan command lists exactly these)
-from ..experiments import (CHAPTER_OVERRIDES, IMAGENET, PLAN, SEED_OVERRIDES, SEEDS,
+from facnn.experiments import (CHAPTER_OVERRIDES, IMAGENET, PLAN, SEED_OVERRIDES, SEEDS,
                            SWEEP_MODELS)
-from ..plan import run_config
+from facnn.plan import run_config
 from .provenance import MissingResult, Provenance, git_commit, now, relative, resolve
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet100": "ImageNet-100",
@@ -152,7 +153,7 @@ class Runs:
         if self.allow_training:
             if cfg.dataset != "shapes":
                 self.ensure_data(cfg.dataset, cfg.subset)
-            from ..train import train
+            from facnn.train import train
             return train(cfg)
         return None
 
@@ -187,7 +188,7 @@ class Runs:
 
     def _in_store(self, configs: Sequence[Config]) -> list[Config]:
         """``configs`` with this store's folders and overrides."""
-        from ..config import apply_overrides
+        from facnn.config import apply_overrides
         return [apply_overrides(c, dict(out_dir=str(self.results_dir), progress=False,
                                         data_root=str(self.data_root), **self.overrides))
                 for c in configs]
@@ -211,13 +212,13 @@ class Runs:
     def sweep_configs(self, model: str = "fa-pool", dataset: str | None = None) -> list[Config]:
         """The profile's learning-rate sweep of ``model`` (facnn.experiments.SWEEP), or with
         ``dataset`` that dataset's held-out sweep (HELDOUT_SWEEP), in this store's folders."""
-        from ..config import lr_sweep
+        from facnn.config import lr_sweep
         return self._in_store(lr_sweep(self.profile, model, dataset))
 
     def probes(self, model: str = "fa-pool") -> list[tuple[Config, dict[str, Any] | None]]:
         """(config, summary or None) of each run beside ``model``'s sweep
         (facnn.config.sweep_probes), in this store's folders."""
-        from ..config import sweep_probes
+        from facnn.config import sweep_probes
         return [(c, self.summary_of(c)) for c in self._in_store(sweep_probes(self.profile, model))]
 
     def sweep(self, model: str = "fa-pool", dataset: str | None = None
@@ -264,7 +265,7 @@ class Runs:
                     f"the weights of {cfg.run_name()} (profile {cfg.profile})",
                     [train_command(cfg)],
                     "its summary is committed, its weights.pt is not; the command retrains it")
-            from ..train import load_trained
+            from facnn.checkpoint import load_trained
             self._models[key] = load_trained(cfg, self.device)
         return self._models[key]
 
@@ -351,7 +352,7 @@ class Runs:
     def untrained(self, model: str = "fa-pool", seed: int = 0):
         """A freshly initialised model of the profile (Theorem 2 holds for any weights)."""
         import torch
-        from ..models import model_from_config
+        from facnn.models import model_from_config
         torch.manual_seed(seed)
         return model_from_config(self.config(model)).eval()
 
@@ -384,4 +385,4 @@ class Runs:
         # ImageNet subsets: the val folder at the size the run trained on (its eval transform)
         return D.load(cfg.dataset, "test", str(self.data_root), cfg.subset,
                       image_size=cfg.image_size, classes_file=cfg.classes_file,
-                      seed=D.CLASS_CHOICE_SEED)
+                      seed=IN.CLASS_CHOICE_SEED)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..checks import check_choice, check_int
+from facnn.checks import check_choice, check_int
 from . import claims as C
 from .cache import Cache, Code, fresh_mode
 from .provenance import Provenance, git_commit, relative
@@ -58,7 +58,7 @@ class Chapter:
     def size(self, key: str, value: Any, name: str | None = None, default: int | None = None,
              lo: int = 1) -> int | None:
         """A size parameter ``name`` (default: ``key``): None means the profile's default
-        (``facnn.book.runs.ANALYSIS[profile][key]``, else ``default``); otherwise an int
+        (``facnnbook.runs.ANALYSIS[profile][key]``, else ``default``); otherwise an int
         >= ``lo`` (a string, a float with a fraction, zero or a negative number is refused)."""
         if value is None:
             value = self.runs.sizes.get(key, default)
@@ -84,7 +84,7 @@ class Chapter:
         """Test images ``indices`` of the chapter's dataset as a small ArrayDataset, kept in
         the analysis cache: a clone without the dataset shows the same demo images."""
         import torch
-        from ..data import ArrayDataset
+        from facnn.data import ArrayDataset
         from .chapters import excerpt
         idx = [int(i) for i in indices]
         v, _ = self.computed("test_images", dict(dataset=self.runs.dataset, indices=idx),
@@ -96,7 +96,7 @@ class Chapter:
               source: str, dataset: str | None = None, ci95=None, n_seeds: int = 1,
               reason: str | None = None, counted: bool = True, **extra) -> dict:
         """Record one checked claim for the verdict file (and return it); ``quote`` is a key
-        of facnn.book.paper.QUOTES (see facnn.book.claims.entry)."""
+        of facnnbook.paper.QUOTES (see facnnbook.claims.entry)."""
         e = C.entry(id, source, quote, statement, dataset or self.runs.dataset, metric, paper, ours,
                     verdict, self.name, ci95, n_seeds, reason, counted, **extra)
         self.claims = [c for c in self.claims if c["id"] != id] + [e]

@@ -1,6 +1,6 @@
 """The module-level constants a cached result reads, across facnn's modules.
 
-A code fingerprint (facnn.book.cache.fingerprint) covers the source of the functions and
+A code fingerprint (facnnbook.cache.fingerprint) covers the source of the functions and
 modules a chapter names, and the helpers and constants of their own module; a constant of
 another module that they read (the normalisation statistics ``facnn.data.STATS``, read
 through ``D.normalise``) is not in it. :func:`constants_read` follows names and
@@ -30,8 +30,8 @@ from .provenance import ROOT
 # the runs it used; their validation constants change no result), and how the book stores
 # and publishes results
 _NOT_FOLLOWED = {"facnn.config", "facnn.experiments", "facnn.checks", "facnn.fileio", "facnn.train",
-                 "facnn.plan", "facnn.info", "facnn.pack", "facnn.book.cache", "facnn.book.constants",
-                 "facnn.book.provenance", "facnn.book.pipeline", "facnn.book.publish"}
+                 "facnn.plan", "facnn.info", "facnn.pack", "facnnbook.cache", "facnnbook.constants",
+                 "facnnbook.provenance", "facnnbook.pipeline", "facnnbook.publish"}
 
 
 def _followed(module: str) -> bool:

@@ -1,4 +1,4 @@
-"""The book's build: ``python -m facnn.book --profile P`` (what ``make book`` runs).
+"""The book's build: ``python -m facnnbook --profile P`` (what ``make book`` runs).
 
 1. executes each numbered notebook ``notebooks/NN_*.ipynb`` with papermill into
    ``_build/src/notebooks/NN_*.ipynb`` (the sources stay output-free), passing ``profile`` and
@@ -128,7 +128,7 @@ def execute_chapter(src: Path, dst: Path, parameters: Mapping[str, Any], timeout
     Returns (seconds, None) or, when the chapter raised MissingResult, (seconds, that
     MissingResult) after writing the chapter's "missing" version. The kernel writes the
     MissingResult to the JSON file ``$FACNN_MISSING_FILE`` names
-    (:func:`facnn.book.provenance.report_missing_to_the_build`)."""
+    (:func:`facnnbook.provenance.report_missing_to_the_build`)."""
     import papermill as pm
     known = notebook_parameters(src)
     unknown = [k for k in parameters if k not in known]
@@ -226,12 +226,13 @@ def landing(root: Path, profile: str, results_dir: Path, doc: dict | None) -> No
 def _forest(counted: list, path: Path) -> None:
     """The forest plot of the counted claims as a PNG (a one-line placeholder when none)."""
     import matplotlib.pyplot as plt
-    from .. import plots
+    from facnn import plots
     from .publish import style
+    from .claims import GROUPS
     from .runs import DATASET_NAMES
     style()
     if counted:
-        fig = plots.claims_forest(counted, DATASET_NAMES)
+        fig = plots.claims_forest(counted, GROUPS, DATASET_NAMES)
     else:
         fig, ax = plt.subplots(figsize=(6, 0.6))
         ax.axis("off")
@@ -261,7 +262,7 @@ def accuracies_here(runs) -> list[str]:
 def seeds_line(runs) -> str:
     """What the seeds of Table 1 are at this profile and how many of those runs finished,
     per dataset (the landing page's scale box)."""
-    from ..experiments import PLAN
+    from facnn.experiments import PLAN
     from .runs import DATASET_NAMES
     parts = []
     for d in runs.datasets():
@@ -361,7 +362,7 @@ def chapter_error(e: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m facnn.book", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m facnnbook", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default=os.environ.get("PROFILE", "cpu"),
                     choices=("smoke", "cpu", "paper"))
