@@ -1,6 +1,6 @@
 """Command line: ``python -m facnn {train,eval,info,sweep} --dataset D --model M --profile P
-[--recipe R] [--set key=value ...]``; ``python -m facnn plan --profile P [--json] [--format sh]
-[--measure] [--run]``; ``python -m facnn data {get,pack,unpack} ...``."""
+[--recipe R] [--set key=value ...]``; ``python -m facnn data {get,pack,unpack} ...``. The runs
+the book needs are planned by ``python -m facnnbook.plan``."""
 from __future__ import annotations
 
 import argparse
@@ -88,21 +88,6 @@ def cmd_info(args) -> None:
     print(describe(cfg))
 
 
-def cmd_plan(args) -> None:
-    from .plan import make_plan, run_missing
-    plan = make_plan(args.profile, args.device, args.out_dir, measure=args.measure,
-                     measure_batch=args.measure_batch)
-    if args.json:
-        print(json.dumps(plan.to_json(), indent=1))
-    elif args.format == "sh":
-        import torch
-        print(plan.shell(max(1, torch.cuda.device_count())), end="")
-    else:
-        print(plan.text())
-    if args.run:
-        run_missing(plan, say=lambda m: print(m, file=sys.stderr, flush=True))
-
-
 def cmd_data(args) -> None:
     from . import pack
     if args.action == "get":
@@ -122,21 +107,7 @@ def cmd_data(args) -> None:
         print(f"wrote {path}")
 
 
-def _add_plan_and_data(sub) -> None:
-    p = sub.add_parser("plan", help="every run the book needs at a profile: cost, done, command")
-    p.add_argument("--profile", default="paper", choices=PROFILES)
-    p.add_argument("--device", default=None, choices=("cpu-2core", "h200"),
-                   help="estimate hours for this device kind (default: this machine's)")
-    p.add_argument("--out-dir", default="results", help="the results folder (default results)")
-    p.add_argument("--json", action="store_true", help="write the plan as JSON")
-    p.add_argument("--format", default="text", choices=("text", "sh"),
-                   help="sh: the missing runs as a shell script")
-    p.add_argument("--measure", action="store_true",
-                   help="time a few training steps of each architecture here instead of the table")
-    p.add_argument("--measure-batch", type=int, default=None,
-                   help="batch for --measure (default: the config's)")
-    p.add_argument("--run", action="store_true", help="train the missing runs one after another")
-    p.set_defaults(fn=cmd_plan)
+def _add_data(sub) -> None:
     p = sub.add_parser("data", help="fetch a dataset from its public source, pack one into an "
                                     "offline WebP pack, or unpack one")
     p.add_argument("action", choices=("get", "pack", "unpack"))
@@ -164,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                        help="config overrides, e.g. --set epochs=3 lr=0.05 (repeatable)")
         p.set_defaults(fn=fn)
-    _add_plan_and_data(sub)
+    _add_data(sub)
     args = ap.parse_args(argv)
     try:
         from .fileio import RunLocked, StorageError

@@ -75,7 +75,8 @@ def load(name: str, split: str = "train", root: str | Path = "data", subset: str
     CIFAR comes from ``<root>/<name>.npz`` (or ``<name>-<subset>.npz``) as written by
     ``../shared/data/unpack.py``, else from torchvision's files under ``<root>``,
     downloading them when ``download`` is true. ImageNet subsets (``test`` = the val
-    folder) go through :func:`load_folder`; kwargs image_size, classes_file, seed.
+    folder) go through :func:`facnn.imagenet.load_folder`; kwargs image_size, classes_file,
+    seed.
     """
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; choose train or test")

@@ -1,7 +1,7 @@
 """The one table of what is run at each profile: Table 1's cells, their seeds, the
 chapters' models, the learning rates and the sweeps that choose them, each with why.
 
-``python -m facnn`` (train, sweep), the plan (:mod:`facnn.plan`) and the book
+``python -m facnn`` (train, sweep), the plan (:mod:`facnnbook.plan`) and the book
 (:mod:`facnnbook.runs`) read these tables; what a profile is (its sizes) is
 :mod:`facnn.config`'s. This module imports nothing of facnn, so facnn.config can read it.
 """

@@ -209,8 +209,8 @@ def train(cfg: Config, stop_after: int | None = None) -> dict[str, Any]:
     resumable): it is how tests and notebooks simulate an interruption. A finished run
     whose weights are gone or damaged is trained again from scratch (see the module's
     docstring). Ctrl-C saves a checkpoint after the current batch and raises
-    :class:`TrainingInterrupted` saying where a rerun resumes (a second Ctrl-C stops at
-    once, keeping the last checkpoint). The config, the device and the memory it needs are
+    :class:`facnn.interrupt.TrainingInterrupted` saying where a rerun resumes (a second
+    Ctrl-C stops at once, keeping the last checkpoint). The config, the device and the memory it needs are
     checked before anything is written; one process trains a run at a time (a second
     raises RunLocked naming the first).
     """
@@ -381,7 +381,8 @@ def _check_finite(bad: torch.Tensor, epoch: int, cfg: Config) -> None:
 
 
 def _resume(path: Path, cfg: Config, model, opt, sched, device: torch.device) -> Progress:
-    """Load what :func:`_save` wrote into model, optimiser, scheduler and RNG; the progress."""
+    """Load what :func:`facnn.checkpoint.save_checkpoint` wrote into model, optimiser,
+    scheduler and RNG; the progress."""
     ckpt = load_checkpoint(path, cfg)
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])

@@ -4,7 +4,7 @@ A code fingerprint (facnnbook.cache.fingerprint) covers the source of the functi
 modules a chapter names, and the helpers and constants of their own module; a constant of
 another module that they read (the normalisation statistics ``facnn.data.STATS``, read
 through ``D.normalise``) is not in it. :func:`constants_read` follows names and
-``module.attr`` references through functions into facnn's modules (not those that only
+``module.attr`` references through functions into the modules of facnn and facnnbook (not those that only
 configure, store or publish runs and results) and collects the constants reached.
 
 An entry stores a hash of each; an entry written before constants were tracked is checked
@@ -30,12 +30,14 @@ from .provenance import ROOT
 # the runs it used; their validation constants change no result), and how the book stores
 # and publishes results
 _NOT_FOLLOWED = {"facnn.config", "facnn.experiments", "facnn.checks", "facnn.fileio", "facnn.train",
-                 "facnn.plan", "facnn.info", "facnn.pack", "facnnbook.cache", "facnnbook.constants",
-                 "facnnbook.provenance", "facnnbook.pipeline", "facnnbook.publish"}
+                 "facnn.checkpoint", "facnn.interrupt", "facnn.info", "facnn.pack", "facnnbook.plan",
+                 "facnnbook.cache", "facnnbook.constants", "facnnbook.provenance",
+                 "facnnbook.pipeline", "facnnbook.publish"}
+_OURS = ("facnn", "facnnbook")   # the library and the book's machinery
 
 
 def _followed(module: str) -> bool:
-    return module.split(".")[0] == "facnn" and module not in _NOT_FOLLOWED
+    return module.split(".")[0] in _OURS and module not in _NOT_FOLLOWED
 
 
 @lru_cache(maxsize=None)
@@ -67,12 +69,12 @@ def _imports(tree: ast.Module, package: str) -> dict[str, str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for a in node.names:
-                if a.name.split(".")[0] == "facnn":
-                    out[a.asname or a.name.split(".")[0]] = a.name if a.asname else "facnn"
+                if a.name.split(".")[0] in _OURS:
+                    out[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
         elif isinstance(node, ast.ImportFrom):
             base = (importlib.util.resolve_name("." * node.level + (node.module or ""), package)
                     if node.level else node.module or "")
-            if base.split(".")[0] != "facnn":
+            if base.split(".")[0] not in _OURS:
                 continue
             for a in node.names:
                 full = f"{base}.{a.name}"

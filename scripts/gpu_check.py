@@ -558,7 +558,7 @@ def _train_cfg(args, epochs: int):
 def part_train(args) -> int:
     """Paper-size FA-CNN on CIFAR-10, epochs chosen so that training fits the box."""
     import torch
-    from facnn import plan as P
+    from facnnbook import plan as P
     from facnn.train import run_dir, train
     t0 = time.perf_counter()
     budget = (args.budget or BOX_S["train"]) - (5 if args.dry_run else TRAIN_MARGIN_S)

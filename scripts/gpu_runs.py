@@ -53,7 +53,7 @@ def missing_runs(profile: str, dataset: str, results: Path) -> list[tuple[str, o
     """(kind, config) of the plan's table1 and shared-lr runs of ``dataset`` without a summary
     under ``results``, in plan order (own rates before the shared rate)."""
     from facnn.config import run_dir
-    from facnn.plan import book_configs
+    from facnnbook.plan import book_configs
     return [(kind, cfg) for kind, cfg in book_configs(profile, results, [dataset])
             if kind in KINDS and not (run_dir(cfg) / "summary.json").exists()]
 

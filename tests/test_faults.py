@@ -21,11 +21,13 @@ import torch
 import facnn
 import facnn.__main__ as M
 import facnn.attribution as A
+import facnn.checkpoint as CK
+import facnn.maps as MP
 import facnn.removal as R
 import facnn.theory as T
-import facnn.checkpoint as CK
 import facnn.train as TR
 from facnn.interrupt import TrainingInterrupted
+from facnnbook.plan import main as plan_main
 from facnn import checks, fileio, preset
 from facnn.config import cli_command
 
@@ -271,8 +273,8 @@ BOUNDARY = [  # (id, function, call(model, x), message fragment)
     ("removal_curve-batch", R.removal_curve, lambda m, x: R.removal_curve(m, x, torch.tensor([0, 1]), torch.rand(2, 1, 4, 4), batch_size=-1), "batch_size=-1"),
     ("intermediate_layer-0", R.intermediate_layer, lambda m, x: R.intermediate_layer(0), "depth=0"),
     ("default_layers-not-model", R.default_layers, lambda m, x: R.default_layers("fa-pool"), "nn.Module"),
-    ("compute_maps-batch", R.compute_maps, lambda m, x: R.compute_maps("fa-cnn", m, x, torch.tensor([0, 1]), None, batch=0), "batch=0"),
-    ("compute_maps-method", R.compute_maps, lambda m, x: R.compute_maps("lime", m, x, torch.tensor([0, 1]), None), "unknown method"),
+    ("compute_maps-batch", MP.compute_maps, lambda m, x: MP.compute_maps("fa-cnn", m, x, torch.tensor([0, 1]), None, batch=0), "batch=0"),
+    ("compute_maps-method", MP.compute_maps, lambda m, x: MP.compute_maps("lime", m, x, torch.tensor([0, 1]), None), "unknown method"),
     ("run_benchmark-n-images", R.run_benchmark, lambda m, x: R.run_benchmark(m, None, n_images=0), "n_images=0"),
     ("aggregate-columns", R.aggregate, lambda m, x: R.aggregate(_frame()), "lacks the column"),
     ("auc_table-columns", R.auc_table, lambda m, x: R.auc_table(_frame()), "lacks the column"),
@@ -524,8 +526,10 @@ def test_cli_refused_before_writing(case, tmp_path, monkeypatch):
     error naming the fix, and the folder stays empty."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = shlex.split(case["input"])
+    main = {"facnn": M.main, "facnnbook.plan": plan_main}[argv[2]]
     with pytest.raises(SystemExit) as e:
-        M.main(shlex.split(case["input"])[3:])
+        main(argv[3:])
     msg = str(e.value.code)
     assert msg.startswith("error: ") and "\n" not in msg and fragment(case) in msg, msg
     assert not list(tmp_path.iterdir())

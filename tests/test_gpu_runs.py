@@ -13,7 +13,7 @@ import pytest
 
 from facnn.__main__ import _config
 from facnn.config import run_dir
-from facnn.plan import book_configs
+from facnnbook.plan import book_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import facnn.experiments as E
-import facnn.plan as P
+import facnnbook.plan as P
 from facnn import preset
 from facnn.config import lr_sweep, table1_cells
 from facnn.info import count_flops
@@ -38,7 +38,7 @@ def test_paper_plan_is_table1_shared_rate_and_sweep_deduplicated(paper):
 
 @pytest.mark.parametrize("profile", ["cpu", "smoke", "paper"])
 def test_the_plan_lists_exactly_the_runs_the_book_reads(tmp_path, profile):
-    """python -m facnn plan and the book's run store (facnnbook.runs.Runs) name the same
+    """python -m facnnbook.plan and the book's run store (facnnbook.runs.Runs) name the same
     runs: Table 1 at each seed, chapter 01's shared-rate answers, the chapters' models, the
     sweeps."""
     from facnnbook.runs import Runs
@@ -156,8 +156,7 @@ def test_measure_times_real_steps():
 
 
 def test_cli_plan_json_and_errors(tmp_path, capsys):
-    from facnn.__main__ import main
-    main(["plan", "--profile", "smoke", "--json", "--device", "cpu-2core", "--out-dir", str(tmp_path)])
+    P.main(["--profile", "smoke", "--json", "--device", "cpu-2core", "--out-dir", str(tmp_path)])
     doc = json.loads(capsys.readouterr().out)
     assert doc["profile"] == "smoke" and doc["device"] == "cpu-2core"
     keys = {"dataset", "model", "recipe", "config_hash", "gflops_per_image", "images", "epochs",
@@ -165,7 +164,7 @@ def test_cli_plan_json_and_errors(tmp_path, capsys):
     assert doc["runs"] and all(keys <= set(run) for run in doc["runs"])
     assert doc["total_hours"] == pytest.approx(sum(run["hours"] for run in doc["runs"]))
     with pytest.raises(SystemExit):
-        main(["plan", "--profile", "nope"])
+        P.main(["--profile", "nope"])
     assert "invalid choice" in capsys.readouterr().err
 
 

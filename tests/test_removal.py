@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from facnn import data as D
-from facnn import removal as R
+from facnn import maps as M, removal as R
 
 
 # -- fixtures --------------------------------------------------------------------------------
@@ -399,31 +399,31 @@ def test_stored_maps_are_reused_not_recomputed(trained_smoke, shapes_test, tmp_p
     import dataclasses
     import facnn.attribution as A
     model, x, y = _store_inputs(trained_smoke, shapes_test)
-    first = R.compute_maps("rise", model, x, y, None, batch=4, store=tmp_path, n_masks=20)
+    first = M.compute_maps("rise", model, x, y, None, batch=4, store=tmp_path, n_masks=20)
     assert len(list((tmp_path / "rise").glob("*.pt"))) == 2          # one file per chunk
 
     def boom(*a, **k):
         raise AssertionError("recomputed a stored map")
     monkeypatch.setitem(A.METHODS, "rise", dataclasses.replace(A.METHODS["rise"], fn=boom))
-    again = R.compute_maps("rise", model, x, y, None, batch=4, store=tmp_path, n_masks=20)
+    again = M.compute_maps("rise", model, x, y, None, batch=4, store=tmp_path, n_masks=20)
     assert torch.equal(first, again)
     with pytest.raises(AssertionError, match="recomputed"):   # other masks: not the stored maps
-        R.compute_maps("rise", model, x, y, None, batch=4, store=tmp_path, n_masks=21)
+        M.compute_maps("rise", model, x, y, None, batch=4, store=tmp_path, n_masks=21)
 
 
 def test_cheap_methods_are_not_stored(trained_smoke, shapes_test, tmp_path):
     model, x, y = _store_inputs(trained_smoke, shapes_test)
     for method in ("fa-cnn", "grad-cam", "random"):
-        R.compute_maps(method, model, x, y, None, batch=4, store=tmp_path)
+        M.compute_maps(method, model, x, y, None, batch=4, store=tmp_path)
     assert not any(tmp_path.iterdir())
 
 
 def test_a_damaged_stored_chunk_is_recomputed(trained_smoke, shapes_test, tmp_path):
     model, x, y = _store_inputs(trained_smoke, shapes_test)
-    first = R.compute_maps("k-occ", model, x, y, None, batch=6, store=tmp_path, window=8)
+    first = M.compute_maps("k-occ", model, x, y, None, batch=6, store=tmp_path, window=8)
     (chunk,) = (tmp_path / "k-occ").glob("*.pt")
     chunk.write_bytes(b"half a file")
-    assert torch.equal(R.compute_maps("k-occ", model, x, y, None, batch=6, store=tmp_path, window=8), first)
+    assert torch.equal(M.compute_maps("k-occ", model, x, y, None, batch=6, store=tmp_path, window=8), first)
     assert torch.equal(torch.load(chunk, weights_only=True), first)   # and rewritten
 
 
@@ -442,8 +442,8 @@ KEY_CHANGES = {
 def test_a_stored_chunk_is_keyed_by_everything_it_depends_on(change):
     base = dict(method="rise", weights="f" * 64, x=torch.randn(2, 3, 8, 8), classes=torch.tensor([0, 1]),
                 layer=None, kw={"n_masks": 20})
-    assert R._map_key(**base) == R._map_key(**dict(base, x=base["x"].clone()))
-    assert R._map_key(**KEY_CHANGES[change](base)) != R._map_key(**base)
+    assert M._map_key(**base) == M._map_key(**dict(base, x=base["x"].clone()))
+    assert M._map_key(**KEY_CHANGES[change](base)) != M._map_key(**base)
 
 
 def test_benchmark_with_a_maps_store_gives_the_same_curves(small_benchmark, trained_smoke, shapes_test,

@@ -1,6 +1,6 @@
 """The runs a profile's book needs, what they cost, and which are done.
 
-``python -m facnn plan --profile paper`` lists every training run behind the book at a
+``python -m facnnbook.plan --profile paper`` lists every training run behind the book at a
 profile (:func:`book_configs`, from :mod:`facnn.experiments`' tables): for each, its size
 (parameters, forward FLOPs per image), the images it trains on, an estimate of its hours on
 a device, whether ``results/<profile>/<run>/summary.json`` exists, and the command that
@@ -18,8 +18,10 @@ distinct architecture is timed on this machine instead (:func:`measure_images_pe
 """
 from __future__ import annotations
 
+import argparse
 import json
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,13 +29,15 @@ from typing import Any, Iterable, NamedTuple, Sequence
 
 import torch
 
-from . import info
-from .checks import check_batch_size, check_choice
-from .config import (ROOT, Config, apply_overrides, cli_command, lr_sweep, preset, run_dir,
-                     sweep_probes)
-from .experiments import (CHAPTER_MODELS, CHAPTER_OVERRIDES, HELDOUT_SWEEP, IMAGENET, MINIMAL_LR,
-                          PLAN, SEED_OVERRIDES, SEEDS, SWEEP_MODELS)
-from .models import model_from_config
+from facnn import info
+from facnn.checkpoint import CheckpointError
+from facnn.checks import check_batch_size, check_choice
+from facnn.config import (PROFILES, ROOT, Config, apply_overrides, cli_command, lr_sweep, preset,
+                          run_dir, sweep_probes)
+from facnn.experiments import (CHAPTER_MODELS, CHAPTER_OVERRIDES, HELDOUT_SWEEP, IMAGENET,
+                               MINIMAL_LR, PLAN, SEED_OVERRIDES, SEEDS, SWEEP_MODELS)
+from facnn.fileio import RunLocked, StorageError
+from facnn.models import model_from_config
 
 # -- the runs the book reads (facnnbook.runs.Runs reads them through run_config) -----------
 
@@ -249,7 +253,7 @@ def measure_images_per_s(cfg: Config, device: str | torch.device | None = None, 
     """Training images/s of ``cfg``'s network on ``device``: ``steps`` timed optimiser steps
     (after one warm-up) on a synthetic batch of the config's size (or ``batch``), with the
     optimiser, precision and memory layout facnn.train uses."""
-    from . import train as T
+    from facnn import train as T
     device = T.resolve_device(cfg.device) if device is None else torch.device(device)
     batch = batch or cfg.batch_size
     info.check_memory(apply_overrides(cfg, {"batch_size": batch}), device)
@@ -460,9 +464,56 @@ def make_plan(profile: str, device: str | None = None, out_dir: str | Path = "re
 
 def run_missing(plan: Plan, say=print) -> list[dict]:
     """Train the plan's missing runs one after another (each resumes where it stopped)."""
-    from .train import train
+    from facnn.train import train
     out = []
     for i, r in enumerate(plan.missing, 1):
         say(f"[{i}/{len(plan.missing)}] {r.command}  (about {r.hours:.1f} h)")
         out.append(train(r.config))
     return out
+
+
+# -- the command line ----------------------------------------------------------------------
+
+def _command(args) -> None:
+    plan = make_plan(args.profile, args.device, args.out_dir, measure=args.measure,
+                     measure_batch=args.measure_batch)
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=1))
+    elif args.format == "sh":
+        import torch
+        print(plan.shell(max(1, torch.cuda.device_count())), end="")
+    else:
+        print(plan.text())
+    if args.run:
+        run_missing(plan, say=lambda m: print(m, file=sys.stderr, flush=True))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m facnnbook.plan --profile P [--device KIND] [--json] [--format sh] [--measure]
+    [--run]``."""
+    p = argparse.ArgumentParser(prog="python -m facnnbook.plan",
+                                description="every run the book needs at a profile: cost, done, command")
+    p.add_argument("--profile", default="paper", choices=PROFILES)
+    p.add_argument("--device", default=None, choices=DEVICE_KINDS,
+                   help="estimate hours for this device kind (default: this machine's)")
+    p.add_argument("--out-dir", default="results", help="the results folder (default results)")
+    p.add_argument("--json", action="store_true", help="write the plan as JSON")
+    p.add_argument("--format", default="text", choices=("text", "sh"),
+                   help="sh: the missing runs as a shell script")
+    p.add_argument("--measure", action="store_true",
+                   help="time a few training steps of each architecture here instead of the table")
+    p.add_argument("--measure-batch", type=int, default=None,
+                   help="batch for --measure (default: the config's)")
+    p.add_argument("--run", action="store_true", help="train the missing runs one after another")
+    try:
+        _command(p.parse_args(argv))
+    except (ValueError, FileNotFoundError, CheckpointError, StorageError, FloatingPointError,
+            RunLocked) as e:
+        sys.exit(f"error: {e}")   # bad input, a damaged file, a full disk, a NaN loss: one line
+    except KeyboardInterrupt as e:   # Ctrl-C during --run: train() says how to resume
+        print(str(e) or "stopped", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
