@@ -24,7 +24,7 @@ BENCH_DIR = Path("results") / "benchmarks"
 RERUN = "make bench"
 RERUN_QUICK = ".venv/bin/python benchmarks/run.py --quick"
 
-from facnn.info import BF16_PEAK, bf16_peak  # noqa: F401  (the book's benchmarks report it)
+from facnn.info import bf16_peak
 
 
 # -- the machine ----------------------------------------------------------------------------
@@ -210,29 +210,3 @@ def provenance_line(doc: dict[str, Any]) -> str:
     return (f"{doc['mode']} run · {doc['machine']['host_kind']} · commit {doc['commit']} · "
             f"{doc.get('finished', doc['started'])} · {doc['wall_s']:.0f} s")
 
-
-def machine_html(doc: dict[str, Any]) -> str:
-    """Where and how the shown run ran, its goals, and how to rerun it (HTML)."""
-    from html import escape
-    met, total = goals_met(doc)
-    load = doc.get("load_average") or {}
-    start = (load.get("start") or [None])[0]
-    gpu = doc["gpu_columns"]
-    lines = [f"<b>Machine:</b> {escape(describe(doc['machine']))}.",
-             f"<b>Run:</b> {escape(provenance_line(doc))}"
-             + (f", load average {start} at the start" if start is not None else "") + ".",
-             f"<b>Goals met:</b> {met} of {total}; identity checks passed: "
-             f"{sum(c['passed'] for c in doc['checks'])} of {len(doc['checks'])}.",
-             f"<b>GPU columns:</b> {'filled' if gpu['filled'] else escape(gpu['why'])}.",
-             f"<b>Rerun:</b> <code>{escape(RERUN)}</code> (about 8 minutes on 2 CPU cores; "
-             f"<code>{escape(RERUN_QUICK)}</code> takes about one) writes "
-             f"<code>results/benchmarks/&lt;host kind&gt;.json</code>; this page shows the "
-             f"most recent file there."]
-    return "<br>".join(lines)
-
-
-def missing_html(folder: str | Path = BENCH_DIR) -> str:
-    from html import escape
-    return (f"No benchmark results yet: there is no JSON in <code>{escape(str(folder))}</code>. "
-            f"Run <code>{escape(RERUN)}</code> (about 8 minutes on 2 CPU cores; "
-            f"<code>{escape(RERUN_QUICK)}</code> takes about one) and rebuild the book.")

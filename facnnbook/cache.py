@@ -254,9 +254,6 @@ def plain(v: Any) -> Any:
 
 # -- the cache of a profile --------------------------------------------------------------------
 
-FRESH_MODES = ("", "stale", "all")
-
-
 def fresh_mode(value: Any) -> str:
     """FRESH / the notebooks' ``fresh`` parameter: "" (reuse everything), "stale" (recompute
     stale and damaged entries; also "1"/True) or "all"."""

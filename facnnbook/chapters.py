@@ -105,34 +105,6 @@ def theorem1_summary(values) -> dict[str, Any]:
     return out
 
 
-def theorem1_verdict(s: dict[str, Any]) -> str:
-    """One plain sentence or two: does Theorem 1 hold on our model, and what changes with
-    the probability target."""
-    if not isinstance(s.get("score_min"), float):
-        return str(s["score_min"])
-    holds = s["score_min"] > 0.999
-    first = (f"<b>Agrees with the paper.</b> With the score Y<sup>c</sup> as Grad-CAM's target, "
-             f"the averaged class map and Grad-CAM correlate at {s['score_min']:.6f} or more "
-             + (f"over all {s['n_maps']} maps" if not s.get("score_undefined") else
-                f"over the {s['n_maps'] - s['score_undefined']} of {s['n_maps']} maps where a "
-                f"correlation is defined; the other {s['score_undefined']} class maps are zero "
-                f"everywhere (Y<sup>c</sup> = 0: the class's R channels are dead at the last "
-                f"layer for that image), and Grad-CAM is zero there too")
-             + f" (the largest difference after min-max scaling, over all maps, is "
-             f"{s['score_max_diff']:.1e}): identical up to float rounding, as Theorem 1 says."
-             if holds else
-             f"<b>Does not agree with the paper.</b> With the score as target the lowest "
-             f"correlation is {s['score_min']:.4f} over {s['n_maps']} maps (Theorem 1 says 1).")
-    second = (f" With the L1-normalised probability as target the maps differ: mean "
-              f"correlation {s['prob_mean']:.3f}, lowest {s['prob_min']:.3f}, "
-              f"{100 * s['prob_share']:.0f} % of maps above 0.999"
-              + (f", {s['prob_undefined']} maps all zero after Grad-CAM's ReLU"
-                 if s["prob_undefined"] else "")
-              + ". The paper's proof differentiates the pre-logit Y<sup>c</sup>, so its claim is "
-              "about the score target.")
-    return first + second
-
-
 # -- Theorem 2 -------------------------------------------------------------------------------
 
 def bounded_increment_study(model, name: str, test: D.ArrayDataset, n_images: int,
@@ -193,27 +165,6 @@ def bounded_increment_numbers(summary, names) -> dict[str, str | None]:
         out[f"{_key(name)}_max"] = f"{rows['max_increment'].iloc[0]:.4g}" if ok else None
         out[f"{_key(name)}_ratio"] = f"{rows['increment / delta'].iloc[0]:.2f}" if ok else None
     return out
-
-
-def bounded_increment_verdict(summary: pd.DataFrame) -> str:
-    """Plain sentences: where the bound holds (FA-CNN) and by how much Vanilla breaks it."""
-    parts = []
-    for _, r in summary.iterrows():
-        ratio = r["increment / delta"]
-        if r["holds"]:
-            parts.append(f"{r['model']}: the largest increment is {r['max_increment']:.4g}, "
-                         f"{ratio:.2f} x delta = 1/N = {r['delta']:.4g}: the bound holds at "
-                         f"every layer")
-        else:
-            parts.append(f"{r['model']}: the largest increment is {r['max_increment']:.4g}, "
-                         f"{ratio:.1f} x delta: no bound")
-    fa = summary[~summary["model"].str.contains("Vanilla")]
-    agree = bool(len(fa)) and bool(fa["holds"].all())
-    names = ", ".join(fa["model"])
-    head = (f"<b>Agrees with the paper</b> for every FA-CNN checked ({names}): the bound is "
-            f"structural, it holds whatever the weights." if agree else
-            "<b>Does not agree with the paper.</b>")
-    return head + " " + "; ".join(parts) + "."
 
 
 # -- Figure 4 ------------------------------------------------------------------------------------
@@ -312,15 +263,6 @@ def auc_table(values: dict[str, Any]) -> pd.DataFrame:
 def _gain(s: pd.Series) -> float:
     """Largest accuracy gain over the clean image at 10-20 % removed (points of accuracy)."""
     return float(s[(s.index > 0) & (s.index <= 0.2 + 1e-9)].max() - s.iloc[0])
-
-
-def _s_negative(c, cm, sign):
-    rising = [m for m in ("rise", "k-occ") if _gain(c[m]) > 0]
-    if not rising or not len(c[rising[0] + "+clip"]):
-        raise ValueError("no rise to explain, or no clipped curves")
-    txt = ", ".join(f"{m} {100 * _gain(c[m]):+.1f} -> clipped {100 * _gain(c[m + '+clip']):+.1f} points"
-                    for m in rising)
-    return txt, all(_gain(c[m + "+clip"]) <= 0 for m in rising)
 
 
 # whether each method's maps can be negative (facnn.attribution.METHODS), RAND aside
@@ -488,13 +430,6 @@ def class_map_agreement(v: dict[str, Any]) -> np.ndarray:
     return _np(T.pearson(fa[0], fa[1]))
 
 
-def correlation_table(v: dict[str, Any], labels: Sequence[str]) -> pd.DataFrame:
-    """Per layer (rows), the FA-CNN / Grad-CAM correlation of each image (columns)."""
-    df = pd.DataFrame(np.asarray(v["corr"]).T, columns=list(labels))
-    df.insert(0, "layer", np.asarray(v["layers"]).astype(int))
-    return df
-
-
 # -- the explorer ----------------------------------------------------------------------------
 
 def explore(model, image: Tensor, cls: int, layer: int, fraction: float, order: str,
@@ -517,16 +452,6 @@ def explore(model, image: Tensor, cls: int, layer: int, fraction: float, order: 
                 fa=_np(fa[0, 0]), gc=_np(gc[0, 0]), strip=_np(strip),
                 removed=(D.denormalise(removed[0], dataset) * 255).round().byte().numpy(),
                 before=_np(before), after=_np(after))
-
-
-def explore_example(model, test: D.ArrayDataset, index: int, cls: int | None, layer: int | None,
-                    fraction: float, order: str) -> dict[str, Any]:
-    """The explorer for test image ``index`` (class: its label by default; layer: the
-    middle one by default)."""
-    cls = int(test.labels[index]) if cls is None else cls
-    layer = layer or max(1, model.depth // 2)
-    e = explore(model, test.images[index], cls, layer, fraction, order, test.name)
-    return dict(e, class_names=list(test.classes), index=index)
 
 
 def layer_correlation_study(model, test: D.ArrayDataset, n_images: int, seed: int = 0,

@@ -23,7 +23,7 @@ from facnn.config import Config, cli_command, preset, run_dir
 # the runs the book reads are facnn.experiments' (the plan command lists exactly these)
 from facnn.experiments import (CHAPTER_OVERRIDES, IMAGENET, PLAN, SEED_OVERRIDES, SEEDS,
                            SWEEP_MODELS)
-from facnnbook.plan import run_config
+from .plan import run_config
 from .provenance import MissingResult, Provenance, git_commit, now, relative, resolve
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet100": "ImageNet-100",

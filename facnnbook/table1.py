@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from facnnbook.plan import test_images as test_size   # notebook 01 reads it by this name
+from .plan import test_images as test_size   # notebook 01 reads it by this name
 from . import claims as C
 from .runs import DATASET_NAMES
 
