@@ -1,5 +1,6 @@
 """A run's model files: checkpoint.pt (to resume) and weights.pt (the finished model, small
-enough to commit), read with errors that name the file and the command that rebuilds it.
+enough to commit), read with errors that name the file and the command that rebuilds it, and
+whether a finished run still has its model (else facnn.train trains it again).
 """
 from __future__ import annotations
 
@@ -121,7 +122,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def unusable_weights(cfg: Config) -> str | None:
+def _unusable_weights(cfg: Config) -> str | None:
     """None when a finished run still has its model (a loadable checkpoint.pt or
     weights.pt), else why not. A damaged checkpoint.pt is moved aside (eval needs only the
     weights, and a retrain could not resume from it)."""
@@ -155,7 +156,7 @@ def finished_summary(cfg: Config, rank: int, world: int) -> dict | None:
     path = run_dir(cfg) / "summary.json"
     summary = read_json(path, f"delete it and rerun {cli_command(cfg)} (it resumes from "
                               f"checkpoint.pt, or retrains)")
-    why = unusable_weights(cfg)
+    why = _unusable_weights(cfg)
     if why is None:
         return summary
     if world > 1:

@@ -1,5 +1,13 @@
-"""ImageNet subsets in ImageFolder layout: ImageNet-100 (streamed) and ImageNet-20 (decoded
-once into memory), read by the same functions.
+"""ImageNet subsets: ImageNet-100 (streamed through facnn.loaders.FolderLoader) and
+ImageNet-20 (decoded once into memory), read by the same functions.
+
+One code path for both: an ImageFolder layout (<root>/train/<wnid>/*.jpg, <root>/val/<wnid>/),
+a class list of wnids, labels in sorted-wnid order (what torchvision's ImageFolder does; it is
+also the ImageNet-1k index order and the order of imagenet20/classes.json). Augmentation at
+every size is ImageNet's, scaled: RandomResizedCrop(S) + flip for training, Resize(S*256/224)
++ CenterCrop(S) for evaluation (224: 256/224; 84: 96/84). Not CIFAR's pad-and-crop at 84 px:
+the reduced profiles keep the protocol and shrink only model, data and image size, so
+ImageNet-20 rehearses the very transforms ImageNet-100 trains with.
 """
 from __future__ import annotations
 
@@ -13,16 +21,6 @@ from torch import Tensor
 
 from . import data as D
 from .data import STATS, ArrayDataset
-
-# -- ImageNet subsets: ImageNet-100 and ImageNet-20 ----------------------------------------
-#
-# One code path for both: an ImageFolder layout (<root>/train/<wnid>/*.jpg, <root>/val/<wnid>/),
-# a class list of wnids, labels in sorted-wnid order (what torchvision's ImageFolder does; it is
-# also the ImageNet-1k index order and the order of imagenet20/classes.json). Augmentation at
-# every size is ImageNet's, scaled: RandomResizedCrop(S) + flip for training, Resize(S*256/224)
-# + CenterCrop(S) for evaluation (224: 256/224; 84: 96/84). Not CIFAR's pad-and-crop at 84 px:
-# the reduced profiles keep the protocol and shrink only model, data and image size, so
-# ImageNet-20 rehearses the very transforms ImageNet-100 trains with.
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 

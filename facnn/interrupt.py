@@ -22,9 +22,9 @@ class TrainingInterrupted(KeyboardInterrupt):
 @contextmanager
 def deferred(state):
     """Within the block, the first Ctrl-C (SIGINT) only sets ``state.stop`` (``state``: the
-    run's facnn.train.Progress): the loop stops at
-    the end of the current batch, where a checkpoint is consistent. A second one raises
-    KeyboardInterrupt at once. Only in the main thread (signals are delivered there)."""
+    run's facnn.train.Progress): the loop stops at the end of the current batch, where a
+    checkpoint is consistent. A second one raises KeyboardInterrupt at once. Only in the main
+    thread (signals are delivered there)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

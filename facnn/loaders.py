@@ -17,6 +17,7 @@ from torch import Tensor
 from .data import ArrayDataset, normalise
 from .imagenet import FolderDataset
 
+
 class Epochs:
     """The batches of an epoch, ``start:start + batch_size`` of an order that depends only on
     (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would. With
