@@ -10,9 +10,11 @@ through :func:`apply_overrides`, so an unknown key or a bad value fails the same
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import shlex
+import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -319,7 +321,7 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
     if unknown:
         raise ValueError(f"unknown config key(s) {', '.join(unknown)}; known keys: "
                          f"{', '.join(sorted(known))}")
-    changes = {k: _coerce(k, known[k].type, v) for k, v in overrides.items()}
+    changes = {k: _coerce(k, v) for k, v in overrides.items()}
     return dataclasses.replace(cfg, **changes)
 
 
@@ -366,30 +368,45 @@ def _cli_value(v: Any) -> str:
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def _coerce(name: str, typ: Any, value: Any) -> Any:
-    t = str(typ)
+def _coerce(name: str, value: Any) -> Any:
+    """``value`` (a string from the CLI or papermill, or a Python value) as field ``name``'s
+    type: int, float, bool, str, tuple[int, ...], each optionally ``| None``."""
+    typ = _field_types()[name]
+    args = typing.get_args(typ)
+    optional = type(None) in args
+    base = next(a for a in args if a is not type(None)) if optional else typ
+    kind = typing.get_origin(base) or base
     try:
-        optional = "None" in t
         if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
             if optional:
                 return None
             raise ValueError("None is not allowed here")
-        if t.startswith("tuple"):
+        if kind is tuple:
             if isinstance(value, str):
                 value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
             return tuple(int(v) for v in value)
-        if t.startswith("bool"):
+        if kind is bool:
             if not isinstance(value, str):
                 return bool(value)
             if value.lower() not in _TRUE + _FALSE:
                 raise ValueError("expected true or false")
             return value.lower() in _TRUE
-        if t.startswith("int"):
+        if kind is int:
             if isinstance(value, str) and not value.strip().lstrip("+-").isdigit():
                 value = float(value)     # "1e4" is an int too
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError("expected an integer")
             return int(value)
-        return float(value) if t.startswith("float") else str(value)
+        return float(value) if kind is float else str(value)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"bad value {value!r} for {name} ({t}): {e}") from None
+        raise ValueError(f"bad value {value!r} for {name} ({_type_name(typ)}): {e}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types() -> dict[str, Any]:
+    """Config's field types, resolved (its annotations are strings)."""
+    return typing.get_type_hints(Config)
+
+
+def _type_name(typ: Any) -> str:
+    return typ.__name__ if isinstance(typ, type) else str(typ)

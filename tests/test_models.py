@@ -216,9 +216,27 @@ def test_sweep_best_one_standard_error(accs, n, status, best):
 @pytest.mark.parametrize("overrides,field,value", [
     ({"epochs": "3"}, "epochs", 3), ({"lr": "0.05"}, "lr", 0.05), ({"width": "none"}, "width", None),
     ({"download": "true"}, "download", True), ({"milestones": "4,6"}, "milestones", (4, 6)),
+    ({"milestones": "(2, 5)"}, "milestones", (2, 5)), ({"epochs": "1e1"}, "epochs", 10),
+    ({"width": "40"}, "width", 40), ({"subset": "null"}, "subset", None),
+    ({"data_root": "elsewhere"}, "data_root", "elsewhere"), ({"download": "off"}, "download", False),
+    ({"eps": "1e-4"}, "eps", 1e-4), ({"progress": 0}, "progress", False),
 ])
 def test_overrides_are_coerced(overrides, field, value):
-    assert getattr(preset("smoke", "shapes", "fa-pool", **overrides), field) == value
+    got = getattr(preset("smoke", "shapes", "fa-pool", **overrides), field)
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"epochs": "three"}, r"bad value 'three' for epochs \(int\)"),
+    ({"epochs": "2.5"}, r"for epochs \(int\): expected an integer"),
+    ({"width": "1.5"}, r"for width \(int \| None\)"),
+    ({"download": "maybe"}, r"for download \(bool\): expected true or false"),
+    ({"milestones": "a,b"}, r"for milestones \(tuple\[int, \.\.\.\]\)"),
+    ({"epochs": None}, r"for epochs \(int\): None is not allowed"),
+])
+def test_bad_overrides_name_the_field_and_its_type(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        preset("smoke", "shapes", "fa-pool", **overrides)
 
 
 def test_hash_ignores_where_but_not_what():
