@@ -2,7 +2,8 @@
 once: for a few test images, the class maps of every class at every layer, Grad-CAM at the
 last layer, and the images after pixel removal with the model's predictions.
 
-Only facnn.attribution and facnn.removal are used; the result is a dict of numpy arrays
+The images are the chapters' (facnnbook.chapters.distinct_classes); the maps and removals
+come from facnn.attribution and facnn.removal; the result is a dict of numpy arrays
 (np.savez can store it without pickling).
 """
 from __future__ import annotations
@@ -17,18 +18,9 @@ from facnn import attribution as A
 from facnn import data as D
 from facnn.removal import ORDERS, Removal, check_fractions, remove_pixels
 
+from .chapters import distinct_classes
+
 FRACTIONS = (0, .1, .2, .3, .4, .5, .6, .7, .8, .9)
-
-
-def distinct_images(labels: Tensor, n: int, seed: int = 0) -> Tensor:
-    """Positions of ``n`` labels of distinct classes in a seeded random order (with fewer
-    classes than ``n`` the rest repeat classes), sorted. The same choice as
-    facnnbook.chapters.distinct_classes, so the explorer starts from the chapters' images."""
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).tolist()
-    seen: set[int] = set()
-    out = [i for i in order if not (int(labels[i]) in seen or seen.add(int(labels[i])))][:n]
-    out += [i for i in order if i not in out][:n - len(out)]
-    return torch.tensor(sorted(out))
 
 
 @torch.no_grad()
@@ -70,7 +62,7 @@ def explorer_data(model, test: D.ArrayDataset, n_images: int = 12,
         A.check_layer(model, l)
     device = next(model.parameters()).device
     model = model.eval()
-    idx = distinct_images(test.labels, n_images, seed)
+    idx = distinct_classes(test, n_images, seed)   # the chapters' choice of images
     x = test.normalised(idx, device)                                       # (n, 3, H, W)
     y = test.labels[idx].to(device)
     size = tuple(x.shape[-2:])
