@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from facnn.checks import check_choice, check_int
 from . import claims as C
 from .cache import Cache, Code, fresh_mode
-from .provenance import Provenance, git_commit, relative
+from .provenance import Provenance, relative
 from .publish import check_parameters, style
 from .runs import Runs
 

@@ -21,8 +21,7 @@ from facnn import imagenet as IN
 from facnn.fileio import read_jsonl
 from facnn.config import Config, cli_command, preset, run_dir
 # the runs the book reads are facnn.experiments' (the plan command lists exactly these)
-from facnn.experiments import (CHAPTER_OVERRIDES, IMAGENET, PLAN, SEED_OVERRIDES, SEEDS,
-                           SWEEP_MODELS)
+from facnn.experiments import PLAN, SEED_OVERRIDES, SEEDS
 from .plan import run_config
 from .provenance import MissingResult, Provenance, git_commit, now, relative, resolve
 

@@ -206,7 +206,7 @@ TABLES = ("TABLE1_CELLS", "_CPU10", "_FA3", "PLAN", "SEEDS", "SEED_OVERRIDES", "
 def _defined() -> dict[str, set[str]]:
     """module path -> the names its top level assigns or defines (imports do not count)."""
     out = {}
-    for path in sorted((ROOT / "facnn").rglob("*.py")):
+    for path in sorted([*(ROOT / "facnn").rglob("*.py"), *(ROOT / "facnnbook").rglob("*.py")]):
         names = set()
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
