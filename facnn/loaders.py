@@ -21,9 +21,9 @@ from .imagenet import FolderDataset
 class Epochs:
     """The batches of an epoch, ``start:start + batch_size`` of an order that depends only on
     (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would. With
-    ``world > 1`` (DDP) rank r takes every ``world``-th batch."""
-
-    even = False   # True: drop the last batches that do not split evenly over the ranks
+    ``world > 1`` (DDP) rank r takes every ``world``-th batch, and the last batches that do
+    not split evenly over the ranks are dropped: every rank steps the same number of times, or
+    DDP's gradient all-reduce waits forever for the rank that has finished."""
 
     def __init__(self, n: int, batch_size: int, train: bool, seed: int = 0, rank: int = 0,
                  world: int = 1, drop_last: bool = False):
@@ -38,7 +38,7 @@ class Epochs:
     def _mine(self) -> list[int]:
         last = self.n - (self.batch_size - 1 if self.drop_last else 0)
         stops = list(range(0, max(last, 0), self.batch_size))
-        if self.even and self.world > 1:
+        if self.world > 1:
             stops = stops[:len(stops) - len(stops) % self.world]
         return stops[self.rank::self.world]
 
@@ -108,8 +108,6 @@ def augment(x: Tensor, crops: Tensor, flips: Tensor, pad: int = 4) -> Tensor:
 class EpochBatchSampler(Epochs, torch.utils.data.Sampler):
     """Batches of keys in the order of :class:`Epochs`: indices, or when training (index,
     seed) pairs, the seed drawing that image's random transform."""
-
-    even = True   # the same number of batches on every rank, or DDP waits forever
 
     def __iter__(self):
         starts, g = self._next_pass()

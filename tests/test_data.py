@@ -69,6 +69,19 @@ def test_loader_shards_batches_across_ranks():
     assert len(seen) == 200 and sorted(seen.tolist()) == sorted(single.tolist())
 
 
+@pytest.mark.parametrize("n, batch, world, steps", [
+    (210, 20, 2, 5),    # 11 batches: the short 11th is dropped, or rank 0 steps once more
+    (200, 20, 3, 3),    # 10 batches over 3 ranks: 9 used
+    (210, 20, 1, 11),   # one process keeps every batch
+])
+def test_every_rank_steps_the_same_number_of_times(n, batch, world, steps):
+    """Under DDP a rank with one batch more would wait forever in the all-reduce."""
+    ds = D.make_shapes(n, seed=0)
+    ranks = [Ld.TensorLoader(ds, batch, True, seed=0, rank=r, world=world) for r in range(world)]
+    assert [len(r) for r in ranks] == [steps] * world
+    assert [sum(1 for _ in r) for r in ranks] == [steps] * world
+
+
 @pytest.mark.realdata
 def test_cifar_npz_subset(cifar10_subset):
     train = D.load("cifar10", "train", cifar10_subset, subset="200x100")
