@@ -105,12 +105,15 @@ def book_configs(profile: str, out_dir: str | Path = "results",
 
 
 def train_images(cfg: Config) -> int:
-    """Training images of one epoch: the dataset's train split, the subset's, or shapes'."""
+    """Training images of one epoch: the dataset's train split, the subset's, or shapes',
+    less the images held out (holdout per class)."""
     if cfg.dataset == "shapes":
-        return cfg.shapes_train
-    if cfg.subset:
-        return _subset_count(cfg.subset, 0, cfg.num_classes)
-    return TRAIN_SIZE[cfg.dataset]
+        n = cfg.shapes_train
+    elif cfg.subset:
+        n = _subset_count(cfg.subset, 0, cfg.num_classes)
+    else:
+        n = TRAIN_SIZE[cfg.dataset]
+    return n - cfg.holdout * cfg.num_classes
 
 
 def test_images(cfg: Config) -> int:
@@ -310,6 +313,7 @@ class PlannedRun:
     rate_source: str
     done: bool = field(init=False)
     actual_hours: float | None = field(init=False)   # a finished run's own wall time, to calibrate
+    trained_on: str | None = field(init=False)       # ... and the device it ran on ("cuda:0")
     command: str = field(init=False)
     config: Config = field(repr=False, compare=False)
 
@@ -320,7 +324,8 @@ class PlannedRun:
         folder = run_dir(c)
         self.config_hash, self.run_dir, self.command = c.hash(), str(folder), cli_command(c)
         summary = folder / "summary.json"
-        self.done, self.actual_hours = summary.exists(), _actual_hours(summary)
+        self.done = summary.exists()
+        self.actual_hours, self.trained_on = _actual(summary)
 
     @property
     def summary_only(self) -> bool:
@@ -334,11 +339,13 @@ class PlannedRun:
         return d
 
 
-def _actual_hours(summary: Path) -> float | None:
+def _actual(summary: Path) -> tuple[float | None, str | None]:
+    """(hours, device) a finished run took, from its summary.json; Nones where unrecorded."""
     try:
-        return float(json.loads(summary.read_text())["wall_s"]) / 3600
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        doc = json.loads(summary.read_text())
+        return float(doc["wall_s"]) / 3600, doc.get("device")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None, None
 
 
 @dataclass
@@ -382,7 +389,8 @@ class Plan:
                  f"{'params':>9}{'GFLOP':>8}{'Mimages':>9}{'hours':>9}  done"]
         for r in self.runs:
             state = ("no" if not r.done else "yes" if r.actual_hours is None
-                     else f"yes, took {r.actual_hours:.2f} h") + ("; summary only" if r.summary_only else "")
+                     else f"yes, took {r.actual_hours:.2f} h" + (f" on {r.trained_on}" if r.trained_on else "")
+                     ) + ("; summary only" if r.summary_only else "")
             lines.append(f"{r.kind:<10}{r.dataset:<12}{r.model:<10}{r.recipe:<9}{r.lr:>6g}{r.seed:>5} "
                          f"{r.config_hash:<11}{r.parameters / 1e6:>8.1f}M{r.gflops_per_image:>8.2f}"
                          f"{r.images / 1e6:>9.1f}{r.hours:>9.1f}  {state}")

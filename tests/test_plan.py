@@ -121,9 +121,10 @@ def test_done_detection_and_run_dir(tmp_path):
     assert Path(first.run_dir) == T.run_dir(first.config)
     assert not any(r.done for r in plan.runs)
     Path(first.run_dir).mkdir(parents=True)
-    (Path(first.run_dir) / "summary.json").write_text(json.dumps({"wall_s": 7200}))
+    (Path(first.run_dir) / "summary.json").write_text(json.dumps({"wall_s": 7200, "device": "cuda:0"}))
     again = P.make_plan("smoke", "cpu-2core", out_dir=tmp_path)
     assert again.runs[0].done and again.runs[0].actual_hours == pytest.approx(2.0)
+    assert again.runs[0].trained_on == "cuda:0" and "yes, took 2.00 h on cuda:0" in again.text()
     assert len(again.missing) == len(plan.runs) - 1
 
 
@@ -193,6 +194,16 @@ def test_one_count_of_test_images_for_plan_and_book(overrides, n):
     from facnnbook import table1 as T1
     cfg = preset("cpu", overrides.pop("dataset"), **overrides)
     assert P.test_images(cfg) == n and T1.test_size is P.test_images
+
+
+@pytest.mark.parametrize("overrides,n", [
+    (dict(dataset="cifar10"), 50_000), (dict(dataset="imagenet20"), 10_000),
+    (dict(dataset="cifar10", subset="1000x100"), 10_000), (dict(dataset="shapes", shapes_train=90), 90),
+    (dict(dataset="imagenet20", holdout=50), 9_000), (dict(dataset="cifar10", holdout=100), 49_000),
+], ids=["cifar10", "imagenet20", "subset", "shapes", "holdout", "holdout-cifar10"])
+def test_training_images_leave_out_the_held_out_ones(overrides, n):
+    cfg = preset("cpu", overrides.pop("dataset"), **overrides)
+    assert P.train_images(cfg) == n
 
 
 # The tables of what is run and the rates they train at: facnn.experiments holds each, every
