@@ -1,4 +1,5 @@
-"""The book's machinery, apart from the library: the store of training runs a profile needs
+"""The book's machinery, apart from the library: the runs a profile's book needs and what
+they cost (:mod:`.plan`, ``python -m facnnbook.plan``), the store of those runs
 (:mod:`.runs`), the analysis cache (:mod:`.cache`), publishing into the book
 (:mod:`.publish`), the chapters' computations (:mod:`.chapters`), Table 1 (:mod:`.table1`),
 the verdict file (:mod:`.claims`), the explorers (:mod:`.explorer`), benchmark tables
