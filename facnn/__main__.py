@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Callable
 
 from .config import (MODELS, DATASETS, PROFILES, RECIPES, apply_overrides, cli_command,
                      parse_assignments, preset)
@@ -137,11 +138,17 @@ def main(argv: list[str] | None = None) -> None:
         p.set_defaults(fn=fn)
     _add_data(sub)
     args = ap.parse_args(argv)
+    run_command(lambda: args.fn(args))
+
+
+def run_command(command: Callable[[], None]) -> None:
+    """Run a command line's work as every facnn command reports: a known error as its one
+    line (exit 1), Ctrl-C as exit 130 (``python -m facnnbook.plan`` runs through here too)."""
     try:
         from .fileio import RunLocked, StorageError
         from .checkpoint import CheckpointError
         try:
-            args.fn(args)
+            command()
         except (ValueError, FileNotFoundError, CheckpointError, StorageError, FloatingPointError,
                 RunLocked) as e:
             sys.exit(f"error: {e}")   # bad input, a damaged file, a full disk, a NaN loss: one line

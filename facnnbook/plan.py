@@ -30,13 +30,12 @@ from typing import Any, Iterable, NamedTuple, Sequence
 import torch
 
 from facnn import info
-from facnn.checkpoint import CheckpointError
 from facnn.checks import check_batch_size, check_choice
 from facnn.config import (PROFILES, ROOT, Config, apply_overrides, cli_command, lr_sweep, preset,
                           run_dir, sweep_probes)
 from facnn.experiments import (CHAPTER_MODELS, CHAPTER_OVERRIDES, HELDOUT_SWEEP, IMAGENET,
                                MINIMAL_LR, PLAN, SEED_OVERRIDES, SEEDS, SWEEP_MODELS)
-from facnn.fileio import RunLocked, StorageError
+from facnn.__main__ import run_command
 from facnn.models import model_from_config
 
 # -- the runs the book reads (facnnbook.runs.Runs reads them through run_config) -----------
@@ -513,14 +512,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--measure-batch", type=int, default=None,
                    help="batch for --measure (default: the config's)")
     p.add_argument("--run", action="store_true", help="train the missing runs one after another")
-    try:
-        _command(p.parse_args(argv))
-    except (ValueError, FileNotFoundError, CheckpointError, StorageError, FloatingPointError,
-            RunLocked) as e:
-        sys.exit(f"error: {e}")   # bad input, a damaged file, a full disk, a NaN loss: one line
-    except KeyboardInterrupt as e:   # Ctrl-C during --run: train() says how to resume
-        print(str(e) or "stopped", file=sys.stderr)
-        sys.exit(130)
+    args = p.parse_args(argv)
+    run_command(lambda: _command(args))
 
 
 if __name__ == "__main__":
