@@ -78,6 +78,7 @@ def load(name: str, split: str = "train", root: str | Path = "data", subset: str
     folder) go through :func:`facnn.imagenet.load_folder`; kwargs image_size, classes_file,
     seed.
     """
+    from .imagenet import IMAGENET_SUBSETS, load_folder   # facnn.imagenet imports this module
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; choose train or test")
     if name == "shapes":
@@ -85,12 +86,11 @@ def load(name: str, split: str = "train", root: str | Path = "data", subset: str
         return make_shapes(n, seed=kwargs.get("seed", 0) + (0 if split == "train" else 1))
     if name in ("cifar10", "cifar100"):
         return _load_cifar(name, split, Path(root), subset, download)
-    if name in ("imagenet100", "imagenet20"):
-        from .imagenet import load_folder   # facnn.imagenet imports this module
+    if name in IMAGENET_SUBSETS:
         return load_folder(name, split, root, kwargs.get("image_size", 224),
                            kwargs.get("classes_file"), kwargs.get("seed", 0))
     raise ValueError(f"unknown dataset {name!r}; choose one of cifar10, cifar100, "
-                     f"imagenet100, imagenet20, shapes")
+                     f"{', '.join(IMAGENET_SUBSETS)}, shapes")
 
 
 def _load_cifar(name: str, split: str, root: Path, subset: str | None, download: bool) -> ArrayDataset:

@@ -105,6 +105,7 @@ def augment(x: Tensor, crops: Tensor, flips: Tensor, pad: int = 4) -> Tensor:
     bi = torch.arange(b, device=x.device)[:, None, None]
     return xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
+
 class EpochBatchSampler(Epochs, torch.utils.data.Sampler):
     """Batches of keys in the order of :class:`Epochs`: indices, or when training (index,
     seed) pairs, the seed drawing that image's random transform."""
